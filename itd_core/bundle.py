@@ -1,0 +1,209 @@
+"""Model bundles: a diffusion model's text encoder + tokenizer, the hooked layer, an SAE, and
+(lazily) the diffusers pipeline built around that same text encoder.
+
+A bundle is named by a :class:`BundleSpec`:
+
+* ``model="demo"``: ShapesWorld, shipped with the project (no download);
+* ``model=<local diffusers folder>`` or ``model=<hub id>`` (e.g. ``CompVis/stable-diffusion-v1-4``),
+  with ``sae=<local folder or hub repo>`` (+ ``sae_subfolder`` for the paper's repo, one
+  subfolder per checkpoint step) and ``layer`` (default: 8, the paper's CLIP layer).
+
+The pipeline shares the bundle's text encoder object, so a hook installed on the bundle's
+layer (see :mod:`itd_core.pipeline`) acts on ``pipe(prompt=...)`` too.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from itd_core.encoders import TextEncoderAdapter, parse_dtype
+from itd_core.erasure_config import ErasureConfig, ModelRef, SAERef
+from itd_core.errors import ItdError
+from itd_core.sae import TopKSAE
+
+DEMO = "demo"
+PAPER_CLIP_LAYER = "text_model.encoder.layers.8"
+
+
+class BundleSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = DEMO
+    sae: str | None = None
+    sae_subfolder: str | None = None
+    sae_format: Literal["auto", "itd", "saelens", "native"] = "auto"
+    layer: str | None = None
+    device: str = "cpu"
+    dtype: str = "fp32"
+
+    @property
+    def is_demo(self) -> bool:
+        return self.model == DEMO
+
+
+def _hub_download(repo_id: str, what: str, allow_patterns: list[str] | None = None) -> Path:
+    """Fetch from the Hugging Face hub into the usual cache (works offline when already cached)."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=allow_patterns))
+    except (LocalEntryNotFoundError, HfHubHTTPError, OSError, ValueError) as error:
+        offline = "HF_HUB_OFFLINE is set, and it" if os.environ.get("HF_HUB_OFFLINE") else "It"
+        raise ItdError(
+            f"could not fetch {what} '{repo_id}' from the Hugging Face hub: {offline} is not in the local cache "
+            f"({type(error).__name__}). Download it where you are online, or point at a local folder instead, "
+            f"e.g. --model /path/to/stable-diffusion-v1-4 (a diffusers folder with text_encoder/ and tokenizer/)."
+        ) from None
+
+
+def resolve_model_path(model: str, *, full_pipeline: bool = False) -> Path:
+    """A local diffusers folder for ``model`` (a folder or a hub id)."""
+    path = Path(model).expanduser()
+    if path.exists():
+        if not (path / "text_encoder").is_dir() or not (path / "tokenizer").is_dir():
+            raise ItdError(f"{path} is not a diffusers pipeline folder: it needs text_encoder/ and tokenizer/ subfolders")
+        return path
+    if model.count("/") != 1 or model.startswith((".", "/", "~")):
+        raise ItdError(f"model not found: {model!r} is neither a local folder nor a hub id like 'CompVis/stable-diffusion-v1-4'")
+    patterns = None if full_pipeline else ["model_index.json", "text_encoder/*", "tokenizer/*"]
+    return _hub_download(model, "model", patterns)
+
+
+def _load_text_encoder(folder: Path):
+    from transformers import AutoConfig, AutoModel, AutoTokenizer, CLIPTextModel
+
+    try:
+        config = AutoConfig.from_pretrained(folder / "text_encoder")
+        model_class = CLIPTextModel if config.model_type.startswith("clip") else AutoModel
+        text_encoder = model_class.from_pretrained(folder / "text_encoder")
+        tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer")
+    except (OSError, ValueError) as error:
+        raise ItdError(f"could not load the text encoder from {folder}: {error}") from None
+    return text_encoder, tokenizer
+
+
+def sae_location(sae: str, subfolder: str | None = None) -> Path:
+    """A local SAE folder for a reference: 'demo', a folder, or a hub repo (+ subfolder)."""
+    if sae == DEMO:
+        from shapesworld import demo
+
+        return demo.sae_folder()
+    from itd_core.sae_io import resolve_sae_path
+
+    return resolve_sae_path(sae, subfolder)
+
+
+class ModelBundle:
+    """Text encoder + hooked layer + SAE (+ the pipeline on demand)."""
+
+    def __init__(self, spec: BundleSpec, adapter: TextEncoderAdapter, sae: TopKSAE, model_path: Path | None, sae_path: Path, sae_format: str):
+        if sae.d_model != adapter.d_model:
+            raise ItdError(f"SAE width {sae.d_model} does not match the width of layer {adapter.layer_name} ({adapter.d_model})")
+        self.spec = spec
+        self.adapter = adapter
+        self.sae = sae
+        self.model_path = model_path
+        self.sae_path = sae_path
+        self.sae_format = sae_format
+
+    @classmethod
+    def load(cls, spec: BundleSpec | None = None, **overrides) -> "ModelBundle":
+        from itd_core.sae_io import detect_format, load_sae
+
+        spec = (spec or BundleSpec()).model_copy(update=overrides)
+        dtype = parse_dtype(spec.dtype)
+        if spec.is_demo:
+            from shapesworld import demo
+
+            text_encoder, tokenizer = demo.load_text_encoder_and_tokenizer()
+            layer = spec.layer or demo.HOOK_LAYER
+            sae_path = sae_location(spec.sae or DEMO, spec.sae_subfolder)
+            model_path = None
+        else:
+            if spec.sae is None:
+                raise ItdError("an SAE is needed for a model other than the demo: give --sae FOLDER (or a hub repo with --sae-subfolder)")
+            model_path = resolve_model_path(spec.model)
+            text_encoder, tokenizer = _load_text_encoder(model_path)
+            layer = spec.layer or PAPER_CLIP_LAYER
+            sae_path = sae_location(spec.sae, spec.sae_subfolder)
+        sae_format = detect_format(sae_path) if spec.sae_format == "auto" else spec.sae_format
+        sae = load_sae(sae_path, format=sae_format, dtype=dtype, device=spec.device)
+        adapter = TextEncoderAdapter(text_encoder, tokenizer, layer).to(device=spec.device, dtype=dtype)
+        return cls(spec, adapter, sae, model_path, sae_path, sae_format)
+
+    @property
+    def fingerprint(self) -> str:
+        from itd_core.sae_io import weights_fingerprint
+
+        if self.sae.fingerprint is None:
+            self.sae.fingerprint = weights_fingerprint(self.sae)
+        return self.sae.fingerprint
+
+    @property
+    def model_id(self) -> str:
+        return DEMO if self.spec.is_demo else self.spec.model
+
+    def sae_ref(self) -> SAERef:
+        return SAERef(
+            format=self.sae_format, path=self.spec.sae or (DEMO if self.spec.is_demo else str(self.sae_path)), subfolder=self.spec.sae_subfolder,
+            sha256=self.fingerprint, n_latents=self.sae.n_latents, d_model=self.sae.d_model, k=self.sae.k,
+        )
+
+    def new_erasure_config(self) -> ErasureConfig:
+        return ErasureConfig(model=ModelRef(id_or_path=self.model_id, layer=self.adapter.layer_name), sae=self.sae_ref())
+
+    def check_config(self, config: ErasureConfig) -> None:
+        """Raise if ``config`` was made for another layer or SAE."""
+        if config.model.layer != self.adapter.layer_name:
+            raise ItdError(f"the erasure config hooks layer {config.model.layer!r}, this bundle hooks {self.adapter.layer_name!r}")
+        self.fingerprint  # computed on first use, so check_sae compares it
+        config.check_sae(self.sae)
+
+    @cached_property
+    def pipeline(self):
+        """The diffusers pipeline around this bundle's text encoder (loaded on first use)."""
+        dtype = parse_dtype(self.spec.dtype)
+        if self.spec.is_demo:
+            from shapesworld import demo
+
+            pipe = demo.load_pipeline(text_encoder=self.adapter.text_encoder, tokenizer=self.adapter.tokenizer)
+        else:
+            from diffusers import DiffusionPipeline
+
+            folder = resolve_model_path(self.spec.model, full_pipeline=True)
+            try:
+                pipe = DiffusionPipeline.from_pretrained(
+                    folder, text_encoder=self.adapter.text_encoder, tokenizer=self.adapter.tokenizer,
+                    safety_checker=None, requires_safety_checker=False, torch_dtype=dtype,
+                )
+            except (OSError, ValueError) as error:
+                raise ItdError(f"could not load the diffusers pipeline from {folder}: {error}") from None
+        pipe.set_progress_bar_config(disable=True)
+        return pipe.to(self.spec.device)
+
+    def describe(self) -> dict:
+        return {
+            "model": self.model_id, "model_path": str(self.model_path) if self.model_path else None,
+            "layer": self.adapter.layer_name, "encoder_family": self.adapter.family, "d_model": self.adapter.d_model,
+            "max_length": self.adapter.max_length, "sae_path": str(self.sae_path), "sae_format": self.sae_format,
+            "n_latents": self.sae.n_latents, "k": self.sae.k, "fingerprint": self.fingerprint,
+            "device": self.spec.device, "dtype": str(parse_dtype(self.spec.dtype)).removeprefix("torch."),
+        }
+
+
+def bundle_spec_for_config(config: ErasureConfig, **overrides) -> BundleSpec:
+    """The bundle an erasure config was made for (model, layer and SAE as the config names them)."""
+    return BundleSpec(model=config.model.id_or_path, sae=config.sae.path, sae_subfolder=config.sae.subfolder,
+                      sae_format=config.sae.format, layer=config.model.layer, **overrides)
+
+
+def load_bundle(spec: BundleSpec | str | None = None, **overrides) -> ModelBundle:
+    if isinstance(spec, str):
+        spec = BundleSpec(model=spec)
+    return ModelBundle.load(spec, **overrides)

@@ -1,0 +1,171 @@
+"""Concept selection: which SAE features carry a concept (the "Interpret" of ItD).
+
+A prompt's top-N features are the N latents with the highest activation at any ItD position
+(all positions but BOS). A concept's features are the union of the top-N features of its
+prompts, minus every feature in the top-N of any retain prompt. Features are ranked by how
+many concept prompts have them in their top-N, then by their mean peak activation.
+The retain side is a :class:`PromptProfile` that callers can compute once and reuse.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from pydantic import BaseModel, Field
+
+from itd_core.deactivation import PAPER_STRENGTH, ConceptFeatures
+from itd_core.encoders import TextEncoderAdapter
+from itd_core.errors import ItdError
+from itd_core.prompts import prompts_hash
+from itd_core.sae import TopKSAE
+
+DEFAULT_TOP_N = 128
+STYLE_TOP_N = 256
+
+
+@torch.no_grad()
+def peak_activations(adapter: TextEncoderAdapter, sae: TopKSAE, prompts: Sequence[str], batch_size: int = 32) -> torch.Tensor:
+    """Each prompt's highest activation of each latent over its ItD positions. shape: ``[P, n_latents]`` (float32)."""
+    rows = []
+    for _, activations in adapter.iter_capture(list(prompts), batch_size):
+        code = sae.encode(activations[:, 1:].to(sae.W_enc.dtype))
+        flat_values = code.values.float().flatten(1)
+        flat_indices = code.indices.flatten(1)
+        peaks = torch.zeros(len(activations), sae.n_latents, dtype=torch.float32, device=flat_values.device)
+        rows.append(peaks.scatter_reduce_(1, flat_indices, flat_values, reduce="amax").cpu())
+    return torch.cat(rows)
+
+
+def top_n_mask(peaks: torch.Tensor, top_n: int) -> torch.Tensor:
+    """Per prompt, True on its top-N latents (only latents that fire). shape: ``[P, n] -> [P, n]``"""
+    n = min(top_n, peaks.shape[1])
+    top = torch.topk(peaks, n, dim=1)
+    mask = torch.zeros_like(peaks, dtype=torch.bool)
+    mask.scatter_(1, top.indices, top.values > 0)
+    return mask
+
+
+@dataclass
+class PromptProfile:
+    """What a prompt set activates: the union of its prompts' top-N features and firing counts.
+    Reusable across concepts (the retain side of every selection)."""
+
+    top_n: int
+    n_prompts: int
+    in_top_n: torch.Tensor  # [n] bool: in the top-N of at least one prompt
+    fire_counts: torch.Tensor  # [n] int: prompts in which the latent fires at some ItD position
+    prompts_hash: str
+
+    @classmethod
+    def build(cls, adapter: TextEncoderAdapter, sae: TopKSAE, prompts: Sequence[str], top_n: int, batch_size: int = 32) -> "PromptProfile":
+        if not prompts:
+            raise ItdError("the retain set is empty")
+        peaks = peak_activations(adapter, sae, prompts, batch_size)
+        return cls(
+            top_n=top_n,
+            n_prompts=len(prompts),
+            in_top_n=top_n_mask(peaks, top_n).any(0),
+            fire_counts=(peaks > 0).sum(0),
+            prompts_hash=prompts_hash(prompts),
+        )
+
+
+class FeatureEvidence(BaseModel):
+    id: int
+    concept_hits: int = Field(description="concept prompts that have the feature in their top-N")
+    concept_fraction: float
+    max_activation: float = Field(description="highest activation on any concept prompt's ItD positions")
+    mean_activation: float = Field(description="mean over concept prompts of the feature's peak activation")
+    retain_fire_rate: float = Field(description="share of retain prompts on which the feature fires at all")
+    peak_tokens: list[str] = Field(default_factory=list, description="concept tokens where the feature peaks, most common first")
+
+
+class ConceptSelection(BaseModel):
+    name: str
+    top_n: int
+    prompts: list[str]
+    n_retain_prompts: int
+    retain_hash: str
+    candidates: int = Field(description="union of the concept prompts' top-N features")
+    removed_by_retain: int
+    features: list[FeatureEvidence]
+
+    @property
+    def feature_ids(self) -> list[int]:
+        return [f.id for f in self.features]
+
+    def to_concept_features(self, strength: float = PAPER_STRENGTH, threshold: float | None = None) -> ConceptFeatures:
+        return ConceptFeatures.uniform(self.name, self.feature_ids, strength, threshold)
+
+
+def _peak_tokens(adapter: TextEncoderAdapter, sae: TopKSAE, prompts: Sequence[str], features: Sequence[int]) -> dict[int, list[str]]:
+    """For each feature, the token (per concept prompt) where it is most active."""
+    wanted = torch.tensor(list(features), dtype=torch.long)
+    counters: dict[int, Counter] = {f: Counter() for f in features}
+    for batch, activations in adapter.iter_capture(list(prompts)):
+        code = sae.encode(activations[:, 1:].to(sae.W_enc.dtype))
+        for b in range(len(batch)):
+            values, indices = code.values[b].float().cpu(), code.indices[b].cpu()
+            match = indices.unsqueeze(-1) == wanted  # [P, k, F]
+            dense = (values.unsqueeze(-1) * match).amax(1)  # [P, F]
+            best = dense.argmax(0)
+            for j, feature in enumerate(features):
+                if dense[best[j], j] > 0:
+                    counters[feature][batch.tokens[b][1 + int(best[j])]] += 1
+    return {f: [token for token, _ in counters[f].most_common(3)] for f in features}
+
+
+def select_concept(
+    adapter: TextEncoderAdapter,
+    sae: TopKSAE,
+    name: str,
+    prompts: Sequence[str],
+    retain: PromptProfile | Sequence[str],
+    *,
+    top_n: int = DEFAULT_TOP_N,
+    batch_size: int = 32,
+) -> ConceptSelection:
+    """The ItD feature set of a concept, ranked, with evidence for each feature."""
+    prompts = [p for p in prompts]
+    if not prompts or not any(p.strip() for p in prompts):
+        raise ItdError(f"concept {name!r} has no prompts")
+    if top_n < 1:
+        raise ItdError(f"top-N must be positive, got {top_n}")
+    if not isinstance(retain, PromptProfile):
+        retain = PromptProfile.build(adapter, sae, retain, top_n, batch_size)
+    elif retain.top_n != top_n:
+        raise ItdError(f"the retain profile was built with top-N={retain.top_n}, not {top_n}")
+    peaks = peak_activations(adapter, sae, prompts, batch_size)
+    concept_top = top_n_mask(peaks, top_n)
+    hits = concept_top.sum(0)
+    candidates = hits > 0
+    selected = candidates & ~retain.in_top_n.to(candidates.device)
+    ids = selected.nonzero().flatten()
+    mean_peak = peaks.mean(0)
+    order = sorted(ids.tolist(), key=lambda f: (-int(hits[f]), -float(mean_peak[f]), f))
+    tokens = _peak_tokens(adapter, sae, prompts, order) if order else {}
+    evidence = [
+        FeatureEvidence(
+            id=f,
+            concept_hits=int(hits[f]),
+            concept_fraction=float(hits[f]) / len(prompts),
+            max_activation=float(peaks[:, f].max()),
+            mean_activation=float(mean_peak[f]),
+            retain_fire_rate=float(retain.fire_counts[f]) / retain.n_prompts,
+            peak_tokens=tokens.get(f, []),
+        )
+        for f in order
+    ]
+    return ConceptSelection(
+        name=name,
+        top_n=top_n,
+        prompts=list(prompts),
+        n_retain_prompts=retain.n_prompts,
+        retain_hash=retain.prompts_hash,
+        candidates=int(candidates.sum()),
+        removed_by_retain=int((candidates & retain.in_top_n).sum()),
+        features=evidence,
+    )

@@ -1,0 +1,199 @@
+"""The erasure config: a versioned JSON document that says what to erase and how.
+
+Schema (version 1)::
+
+    {
+      "schema_version": 1,
+      "tool": "itd-explorer", "tool_version": "0.1.0", "created_at": "2026-11-28T10:00:00Z",
+      "model": {"id_or_path": "CompVis/stable-diffusion-v1-4", "layer": "encoder.layers.8"},
+      "sae": {"format": "itd", "path": "...", "subfolder": null, "sha256": "<weights fingerprint>",
+              "n_latents": 524288, "d_model": 768, "k": 64},
+      "concepts": [{"name": "Tom Cruise",
+                    "features": [{"id": 40213, "strength": -8.0, "label": "Cruise surname"}],
+                    "threshold": 0.021,
+                    "calibration": {"rule": "paper", "sets": ["target.csv", "retain.csv"],
+                                    "tpr": 1.0, "fpr": 0.004, "n_target": 5, "n_retain": 500},
+                    "prompts": ["A portrait of Tom Cruise", "..."], "notes": ""}]
+    }
+
+``sae.sha256`` is :func:`itd_core.sae_io.weights_fingerprint`: a sha256 of the weights in a
+canonical layout, the same whichever SAE file format holds them. Loading checks every field
+and names the bad one; saving is atomic.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from itd_core import __version__
+from itd_core.atomic import atomic_write_text
+from itd_core.calibration import CalibrationRule
+from itd_core.deactivation import PAPER_STRENGTH, ConceptFeatures, Deactivator
+from itd_core.errors import ItdError
+from itd_core.sae import TopKSAE
+
+SCHEMA_VERSION = 1
+SAEFormat = Literal["itd", "saelens", "native"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FeatureEntry(_Strict):
+    id: int = Field(ge=0)
+    strength: float = PAPER_STRENGTH
+    label: str = ""
+
+
+class CalibrationInfo(_Strict):
+    rule: CalibrationRule
+    target_fpr: float | None = None
+    sets: list[str] = Field(default_factory=list, description="prompt sets used (paths or names)")
+    tpr: float | None = None
+    fpr: float | None = None
+    n_target: int = 0
+    n_retain: int = 0
+
+
+class ConceptEntry(_Strict):
+    name: str = Field(min_length=1)
+    features: list[FeatureEntry] = Field(min_length=1)
+    threshold: float | None = None
+    calibration: CalibrationInfo | None = None
+    prompts: list[str] = Field(default_factory=list, description="the concept prompts the features were selected from")
+    notes: str = ""
+
+    @field_validator("features")
+    @classmethod
+    def _unique_ids(cls, features: list[FeatureEntry]) -> list[FeatureEntry]:
+        ids = [f.id for f in features]
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        if duplicates:
+            raise ValueError(f"feature id {duplicates[0]} listed twice")
+        return features
+
+    def to_concept_features(self) -> ConceptFeatures:
+        return ConceptFeatures(self.name, tuple(f.id for f in self.features), tuple(f.strength for f in self.features), self.threshold)
+
+
+class ModelRef(_Strict):
+    id_or_path: str
+    layer: str
+
+
+class SAERef(_Strict):
+    format: SAEFormat
+    path: str
+    subfolder: str | None = None
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    n_latents: int = Field(gt=0)
+    d_model: int = Field(gt=0)
+    k: int = Field(gt=0)
+
+
+class ErasureConfig(_Strict):
+    schema_version: Literal[1] = SCHEMA_VERSION
+    tool: str = "itd-explorer"
+    tool_version: str = __version__
+    created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+    model: ModelRef
+    sae: SAERef
+    concepts: list[ConceptEntry] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check_concepts(self) -> "ErasureConfig":
+        names = [c.name for c in self.concepts]
+        for name in names:
+            if names.count(name) > 1:
+                raise ValueError(f"concept name {name!r} used twice")
+        for i, concept in enumerate(self.concepts):
+            for j, feature in enumerate(concept.features):
+                if feature.id >= self.sae.n_latents:
+                    raise ValueError(f"concepts.{i}.features.{j}.id: feature id {feature.id} out of range for an SAE with {self.sae.n_latents} latents")
+        return self
+
+    # -- files -----------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | Path) -> "ErasureConfig":
+        path = Path(path)
+        if not path.is_file():
+            raise ItdError(f"erasure config not found: {path}")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise ItdError(f"{path} is not valid JSON: {error}") from None
+        return cls.from_dict(data, source=str(path))
+
+    @classmethod
+    def from_dict(cls, data, *, source: str = "erasure config") -> "ErasureConfig":
+        if not isinstance(data, dict):
+            raise ItdError(f"{source}: expected a JSON object at the top level")
+        if "schema_version" not in data:
+            raise ItdError(f"{source}: missing key 'schema_version' (this tool reads version {SCHEMA_VERSION})")
+        if data["schema_version"] != SCHEMA_VERSION:
+            raise ItdError(f"{source}: unknown schema_version {data['schema_version']!r} (this tool reads version {SCHEMA_VERSION})")
+        try:
+            return cls.model_validate(data)
+        except ValidationError as error:
+            raise ItdError(f"{source}: {describe_validation_error(error)}") from None
+
+    def save(self, path: str | Path) -> Path:
+        return atomic_write_text(path, self.to_json())
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2) + "\n"
+
+    def content_hash(self) -> str:
+        """Hash of what changes generations (model, layer, SAE, features, thresholds), not of metadata."""
+        essence = {
+            "model": self.model.model_dump(), "sae": self.sae.sha256,
+            "concepts": [{"features": [(f.id, f.strength) for f in c.features], "threshold": c.threshold} for c in self.concepts],
+        }
+        return hashlib.sha256(json.dumps(essence, sort_keys=True).encode()).hexdigest()[:16]
+
+    # -- use with an SAE ---------------------------------------------------------
+    def check_sae(self, sae: TopKSAE) -> None:
+        """Raise if this config was made for another SAE."""
+        if (sae.n_latents, sae.d_model, sae.k) != (self.sae.n_latents, self.sae.d_model, self.sae.k):
+            raise ItdError(
+                f"this erasure config is for an SAE with {self.sae.n_latents} latents, d_model {self.sae.d_model}, k {self.sae.k}; "
+                f"the loaded SAE has {sae.n_latents}, {sae.d_model}, {sae.k}")
+        if sae.fingerprint is not None and sae.fingerprint != self.sae.sha256:
+            raise ItdError(f"SAE fingerprint mismatch: the config expects sae.sha256={self.sae.sha256[:12]}…, "
+                           f"the loaded SAE has {sae.fingerprint[:12]}… (a different or retrained SAE)")
+
+    def deactivator(self, sae: TopKSAE) -> Deactivator:
+        self.check_sae(sae)
+        if not self.concepts:
+            raise ItdError("the erasure config has no concepts")
+        return Deactivator(sae, [c.to_concept_features() for c in self.concepts])
+
+    def concept(self, name: str) -> ConceptEntry:
+        for concept in self.concepts:
+            if concept.name == name:
+                return concept
+        raise ItdError(f"no concept {name!r} in this config (concepts: {', '.join(c.name for c in self.concepts) or 'none'})")
+
+    def upsert(self, concept: ConceptEntry) -> None:
+        """Add a concept, or replace the one of the same name."""
+        self.concepts = [c for c in self.concepts if c.name != concept.name] + [concept]
+        self.model_validate(self.model_dump())
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """Name the first bad field: 'concepts.0.features.2.id: Input should be ...'."""
+    first = error.errors()[0]
+    location = ".".join(str(part) for part in first["loc"])
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "missing":
+        return f"missing key '{location}'"
+    if first["type"] == "extra_forbidden":
+        return f"unknown key '{location}'"
+    return f"{location}: {message}" if location else message

@@ -1,0 +1,53 @@
+import pytest
+import torch
+
+from itd_core.concept import PromptProfile, select_concept
+from itd_core.errors import ItdError
+
+TARGET = ["A portrait of Tom Cruise", "Tom Cruise in an official photo", "An oil painting of Tom Cruise"]
+RETAIN = ["A portrait of Brad Pitt", "a cat on a mat", "An oil painting of a house", "Emma Stone in an official photo"]
+
+
+def _brute_force_top_n(bundle, prompts, top_n):
+    """Per prompt: dense latents at every position but BOS, max over positions, top-N that fire."""
+    sets = []
+    for prompt in prompts:
+        activations = bundle.adapter.capture([prompt])[0, 1:]
+        dense = bundle.sae.encode_dense(activations)  # [T-1, n]
+        peak = dense.max(dim=0).values
+        top = torch.topk(peak, top_n)
+        sets.append({int(i) for i, v in zip(top.indices, top.values) if v > 0})
+    return sets
+
+
+def test_selection_is_top_n_of_the_concept_minus_top_n_of_the_retain_set(tiny_bundle):
+    top_n = 16
+    selection = select_concept(tiny_bundle.adapter, tiny_bundle.sae, "Tom Cruise", TARGET, RETAIN, top_n=top_n)
+    concept_sets = _brute_force_top_n(tiny_bundle, TARGET, top_n)
+    retain_union = set().union(*_brute_force_top_n(tiny_bundle, RETAIN, top_n))
+    expected = set().union(*concept_sets) - retain_union
+    assert set(selection.feature_ids) == expected
+    assert selection.candidates == len(set().union(*concept_sets))
+    assert selection.removed_by_retain == len(set().union(*concept_sets) & retain_union)
+    hits = [f.concept_hits for f in selection.features]
+    assert hits == sorted(hits, reverse=True), "ranked by how many concept prompts have the feature"
+    for feature in selection.features:
+        assert feature.concept_hits == sum(feature.id in s for s in concept_sets)
+        assert feature.max_activation >= feature.mean_activation > 0
+        assert feature.peak_tokens
+
+
+def test_a_reused_retain_profile_gives_the_same_selection(tiny_bundle):
+    profile = PromptProfile.build(tiny_bundle.adapter, tiny_bundle.sae, RETAIN, top_n=16)
+    direct = select_concept(tiny_bundle.adapter, tiny_bundle.sae, "Tom Cruise", TARGET, RETAIN, top_n=16)
+    reused = select_concept(tiny_bundle.adapter, tiny_bundle.sae, "Tom Cruise", TARGET, profile, top_n=16)
+    assert direct.feature_ids == reused.feature_ids
+    with pytest.raises(ItdError, match="top-N=16"):
+        select_concept(tiny_bundle.adapter, tiny_bundle.sae, "Tom Cruise", TARGET, profile, top_n=32)
+
+
+def test_empty_inputs_are_refused(tiny_bundle):
+    with pytest.raises(ItdError, match="no prompts"):
+        select_concept(tiny_bundle.adapter, tiny_bundle.sae, "x", [], RETAIN)
+    with pytest.raises(ItdError, match="retain set is empty"):
+        select_concept(tiny_bundle.adapter, tiny_bundle.sae, "x", TARGET, [])

@@ -1,0 +1,96 @@
+import pytest
+import torch
+
+from bench.reference_itd import reference_erasure
+from itd_core.deactivation import ConceptFeatures, Deactivator
+from itd_core.errors import ItdError
+from itd_core.sae import SAEConfig, TopKSAE
+
+
+@pytest.fixture(scope="module")
+def sae():
+    return TopKSAE.random(SAEConfig(d_model=24, n_latents=300, k=6), seed=3)
+
+
+@pytest.fixture(scope="module")
+def activations():
+    return torch.randn(7, 10, 24, generator=torch.Generator().manual_seed(1))
+
+
+def _active_features(sae, activations, prompt, count):
+    return sae.encode(activations[prompt, 1:]).indices.flatten().unique()[:count].tolist()
+
+
+def _concepts(sae, activations, thresholds=(None, None)):
+    first = _active_features(sae, activations, 0, 20)
+    second = _active_features(sae, activations, 1, 12) + first[:3]  # overlaps the first concept
+    return [
+        ConceptFeatures.uniform("first", first, -8.0, thresholds[0]),
+        ConceptFeatures("second", tuple(second), tuple([-3.0] * len(second)), thresholds[1]),
+    ]
+
+
+def test_scores_equal_the_dense_reference(sae, activations):
+    concepts = _concepts(sae, activations)
+    scores = Deactivator(sae, concepts).scores(activations)
+    _, reference, _ = reference_erasure(sae, activations, concepts)
+    assert scores.shape == (7, 2)
+    torch.testing.assert_close(scores, reference, rtol=1e-5, atol=1e-6)
+
+
+def test_only_prompts_over_threshold_are_edited_and_the_rest_pass_bit_exactly(sae, activations):
+    scores = Deactivator(sae, _concepts(sae, activations)).scores(activations)
+    concepts = _concepts(sae, activations, thresholds=(0.99 * float(scores[0, 0]), 0.99 * float(scores[1, 1])))
+    result = Deactivator(sae, concepts).apply(activations)
+    expected_triggered = scores >= torch.tensor([c.threshold for c in concepts])
+    assert torch.equal(result.triggered, expected_triggered)
+    assert result.edited[0] and result.edited[1]
+    for b in range(7):
+        if result.edited[b]:
+            assert not torch.equal(result.activations[b], activations[b])
+            assert torch.equal(result.activations[b, 0], activations[b, 0]), "BOS is never edited"
+        else:
+            assert torch.equal(result.activations[b], activations[b])
+    reference_output, _, reference_triggered = reference_erasure(sae, activations, concepts)
+    assert torch.equal(reference_triggered, result.triggered)
+    torch.testing.assert_close(result.activations, reference_output, rtol=1e-5, atol=1e-5)
+
+
+def test_edit_of_a_prompt_that_triggers_one_concept_uses_only_that_concept(sae, activations):
+    scores = Deactivator(sae, _concepts(sae, activations)).scores(activations)
+    both = _concepts(sae, activations, thresholds=(0.99 * float(scores[0, 0]), float("inf")))
+    alone = [both[0]]
+    combined = Deactivator(sae, both).apply(activations[:1])
+    single = Deactivator(sae, alone).apply(activations[:1])
+    assert combined.triggered.tolist() == [[True, False]]
+    torch.testing.assert_close(combined.activations, single.activations)
+
+
+def test_ungated_steering_edits_every_prompt(sae, activations):
+    result = Deactivator(sae, _concepts(sae, activations)).apply(activations, gate=False)
+    assert result.edited.all()
+
+
+def test_uncalibrated_concept_cannot_gate(sae, activations):
+    with pytest.raises(ItdError, match="no threshold"):
+        Deactivator(sae, _concepts(sae, activations)).apply(activations)
+
+
+def test_feature_out_of_range_is_named(sae):
+    with pytest.raises(ItdError, match="feature id 300 out of range"):
+        Deactivator(sae, [ConceptFeatures.uniform("x", [1, 300])])
+
+
+def test_width_mismatch_is_explained(sae):
+    with pytest.raises(ItdError, match="width 24"):
+        Deactivator(sae, [ConceptFeatures.uniform("x", [1])]).scores(torch.zeros(1, 4, 16))
+
+
+def test_bf16_sae_gives_close_scores(sae, activations):
+    concepts = _concepts(sae, activations)
+    full = Deactivator(sae, concepts).scores(activations)
+    half = TopKSAE(sae.config, dtype=torch.bfloat16)
+    half.load_state_dict(sae.state_dict())
+    low = Deactivator(half, concepts).scores(activations)
+    assert low.dtype == torch.float32
+    torch.testing.assert_close(low, full, rtol=0.1, atol=0.05)

@@ -1,0 +1,80 @@
+import json
+
+import pytest
+
+from itd_core.erasure_config import ConceptEntry, ErasureConfig, FeatureEntry, ModelRef, SAERef
+from itd_core.errors import ItdError
+from itd_core.sae import SAEConfig, TopKSAE
+from itd_core.sae_io import weights_fingerprint
+
+
+@pytest.fixture()
+def sae():
+    sae = TopKSAE.random(SAEConfig(d_model=8, n_latents=64, k=4), seed=0)
+    sae.fingerprint = weights_fingerprint(sae)
+    return sae
+
+
+def _config(sae):
+    return ErasureConfig(
+        model=ModelRef(id_or_path="demo", layer="encoder.layer.3"),
+        sae=SAERef(format="native", path="demo", sha256=sae.fingerprint, n_latents=64, d_model=8, k=4),
+        concepts=[ConceptEntry(name="Tom", features=[FeatureEntry(id=3, label="tom"), FeatureEntry(id=9, strength=-4)], threshold=0.5)],
+    )
+
+
+def test_round_trip_and_atomic_save(tmp_path, sae):
+    path = _config(sae).save(tmp_path / "erasure.json")
+    loaded = ErasureConfig.load(path)
+    assert loaded == _config(sae).model_copy(update={"created_at": loaded.created_at})
+    assert loaded.concepts[0].features[1].strength == -4
+    assert [p.name for p in tmp_path.iterdir()] == ["erasure.json"], "no temp file left behind"
+    deactivator = loaded.deactivator(sae)
+    assert deactivator.concepts[0].feature_ids == (3, 9)
+
+
+def _write(tmp_path, data):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(data, default=str))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda d: d.update(schema_version=7), "unknown schema_version 7"),
+        (lambda d: d.pop("schema_version"), "missing key 'schema_version'"),
+        (lambda d: d.pop("sae"), "missing key 'sae'"),
+        (lambda d: d["concepts"][0]["features"][0].update(id=64), r"concepts\.0\.features\.0\.id: feature id 64 out of range"),
+        (lambda d: d["concepts"][0]["features"][0].update(id=-1), r"concepts\.0\.features\.0\.id"),
+        (lambda d: d["concepts"][0].update(colour="red"), r"unknown key 'concepts\.0\.colour'"),
+        (lambda d: d["sae"].update(sha256="xyz"), r"sae\.sha256"),
+    ],
+)
+def test_bad_configs_name_the_bad_field(tmp_path, sae, mutate, message):
+    data = json.loads(_config(sae).to_json())
+    mutate(data)
+    with pytest.raises(ItdError, match=message):
+        ErasureConfig.load(_write(tmp_path, data))
+
+
+def test_fingerprint_mismatch_is_refused(sae):
+    other = TopKSAE.random(sae.config, seed=1)
+    other.fingerprint = weights_fingerprint(other)
+    with pytest.raises(ItdError, match="fingerprint mismatch"):
+        _config(sae).deactivator(other)
+
+
+def test_not_json(tmp_path):
+    path = tmp_path / "x.json"
+    path.write_text("{not json")
+    with pytest.raises(ItdError, match="not valid JSON"):
+        ErasureConfig.load(path)
+
+
+def test_content_hash_ignores_metadata(sae):
+    first, second = _config(sae), _config(sae)
+    second.concepts[0].notes = "changed"
+    assert first.content_hash() == second.content_hash()
+    second.concepts[0].threshold = 0.7
+    assert first.content_hash() != second.content_hash()

@@ -1,0 +1,67 @@
+import pytest
+import torch
+
+from itd_core.concept import select_concept
+from itd_core.erasure_config import ConceptEntry, FeatureEntry
+from itd_core.pipeline import GenerationCache, GenerationSettings, apply_erasure, erasure, generate_images, generate_side_by_side
+
+TARGET = ["A portrait of Tom Cruise", "Tom Cruise in an official photo"]
+RETAIN = ["A portrait of Brad Pitt", "a cat on a mat", "a house by a lake"]
+SETTINGS = GenerationSettings(steps=2, size=32, guidance=5.0)
+
+
+@pytest.fixture(scope="module")
+def config(tiny_bundle):
+    selection = select_concept(tiny_bundle.adapter, tiny_bundle.sae, "Tom Cruise", TARGET, RETAIN, top_n=16)
+    config = tiny_bundle.new_erasure_config()
+    deactivator_scores = config.model_copy()
+    entry = ConceptEntry(name="Tom Cruise", features=[FeatureEntry(id=f) for f in selection.feature_ids], prompts=TARGET)
+    config.upsert(entry)
+    scores = config.deactivator(tiny_bundle.sae).scores(tiny_bundle.adapter.capture(TARGET + RETAIN))[:, 0]
+    # A threshold between the target prompts and the rest (the paper's rule needs a trained SAE to separate them).
+    entry.threshold = float(scores[: len(TARGET)].min()) * 0.999
+    assert (scores[len(TARGET):] < entry.threshold).all() or pytest.skip("tiny random SAE does not separate")
+    return config
+
+
+def _images(pipe, prompts):
+    return [image.tobytes() for image in generate_images(pipe, prompts, list(range(len(prompts))), SETTINGS)]
+
+
+def test_plain_pipe_call_erases_targets_and_leaves_others_bit_identical(tiny_bundle, config):
+    pipe = tiny_bundle.pipeline
+    prompts = [TARGET[0], RETAIN[1]]
+    before = _images(pipe, prompts)
+    hook = apply_erasure(pipe, config, tiny_bundle.sae)
+    try:
+        during = _images(pipe, prompts)
+        assert hook.calls[0].edited == [True, False]
+    finally:
+        hook.remove()
+    after = _images(pipe, prompts)
+    assert during[0] != before[0], "the target prompt's image changes"
+    assert during[1] == before[1], "the other prompt's image is bit-identical"
+    assert after == before, "remove() restores the pipeline"
+
+
+def test_context_manager_and_prompt_embeds_path(tiny_bundle, config):
+    pipe = tiny_bundle.pipeline
+    with erasure(pipe, config, tiny_bundle.sae) as hook:
+        embeds, _ = pipe.encode_prompt(TARGET[:1], "cpu", 1, False)
+    plain, _ = pipe.encode_prompt(TARGET[:1], "cpu", 1, False)
+    assert hook.calls[-1].edited == [True]
+    assert not torch.equal(embeds, plain)
+
+
+def test_side_by_side_uses_the_same_latents_and_caches(tiny_bundle, config, tmp_path):
+    cache = GenerationCache(tmp_path)
+    args = (tiny_bundle.pipeline, config, tiny_bundle.sae, [TARGET[0], RETAIN[0]], [7, 8], SETTINGS)
+    steps = []
+    first = generate_side_by_side(*args, cache=cache, progress=lambda done, total: steps.append((done, total)))
+    assert [p.edited for p in first] == [True, False]
+    assert not first[0].identical and first[1].identical
+    assert first[0].triggered == ["Tom Cruise"] and first[0].scores["Tom Cruise"] >= config.concepts[0].threshold
+    assert steps[-1] == (4, 4)
+    second = generate_side_by_side(*args, cache=cache)
+    assert all(p.from_cache for p in second)
+    assert [p.erased.tobytes() for p in second] == [p.erased.tobytes() for p in first]
