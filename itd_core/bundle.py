@@ -180,7 +180,7 @@ class ModelBundle:
             try:
                 pipe = DiffusionPipeline.from_pretrained(
                     folder, text_encoder=self.adapter.text_encoder, tokenizer=self.adapter.tokenizer,
-                    safety_checker=None, requires_safety_checker=False, torch_dtype=dtype,
+                    safety_checker=None, requires_safety_checker=False, dtype=dtype,
                 )
             except (OSError, ValueError) as error:
                 raise ItdError(f"could not load the diffusers pipeline from {folder}: {error}") from None

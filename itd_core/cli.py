@@ -1,0 +1,430 @@
+"""The ``itd`` command line (also ``python -m itd_core``).
+
+Every command takes ``--json`` and then prints exactly one JSON document on stdout; progress
+and warnings go to stderr; errors go to stderr with exit status 1 (2 for usage errors), and
+no partial output file is left behind (every file is written atomically).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from itd_core.errors import ItdError
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _add_bundle_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("bundle")
+    group.add_argument("--bundle", default="demo", help="'demo' (ShapesWorld, shipped) or a diffusers folder / hub id (default: demo)")
+    group.add_argument("--sae", help="SAE folder or hub repo (needed unless --bundle demo)")
+    group.add_argument("--sae-subfolder", help="subfolder inside a hub repo (the paper's repo has one per checkpoint step)")
+    group.add_argument("--sae-format", default="auto", choices=["auto", "itd", "saelens", "native"])
+    group.add_argument("--layer", help="hooked layer: index or path (default: the demo's layer; 8 for CLIP)")
+    _add_runtime_options(group)
+
+
+def _add_runtime_options(parser) -> None:
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: cpu)")
+    parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="weights dtype (default: fp32)")
+
+
+def _add_json(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+
+
+def _bundle_from_args(args):
+    from itd_core.bundle import BundleSpec, load_bundle
+
+    spec = BundleSpec(model=args.bundle, sae=args.sae, sae_subfolder=args.sae_subfolder, sae_format=args.sae_format,
+                      layer=args.layer, device=args.device, dtype=args.dtype)
+    return load_bundle(spec)
+
+
+def _bundle_for_config(config, args):
+    from itd_core.bundle import bundle_spec_for_config, load_bundle
+
+    bundle = load_bundle(bundle_spec_for_config(config, device=args.device, dtype=args.dtype))
+    bundle.check_config(config)
+    return bundle
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def _report_truncation(adapter, prompts: Sequence[str]) -> list[int]:
+    """Warn about prompts longer than the encoder's window; returns their indices."""
+    truncated = []
+    for start in range(0, len(prompts), 256):
+        batch = adapter.tokenize(prompts[start:start + 256])
+        truncated += [start + i for i, cut in enumerate(batch.truncated) if cut]
+    if truncated:
+        _warn(f"{len(truncated)} prompt(s) exceed {adapter.max_length} tokens and were truncated (first: {prompts[truncated[0]][:60]!r})")
+    return truncated
+
+
+def _emit(args, document: dict, text: str) -> None:
+    if args.json:
+        print(json.dumps(document, indent=2, default=str))
+    else:
+        print(text)
+
+
+# --------------------------------------------------------------------------- sae
+
+
+def cmd_sae_info(args) -> None:
+    from itd_core.sae_io import detect_format, load_sae
+
+    path = Path(args.src)
+    sae_format = detect_format(path) if args.format == "auto" else args.format
+    sae = load_sae(path, format=sae_format)
+    info = {"path": str(path), "format": sae_format, **sae.config.model_dump(), "dtype": str(sae.W_dec.dtype).removeprefix("torch."), "fingerprint": sae.fingerprint}
+    _emit(args, info, "\n".join(f"{k:>20}: {v}" for k, v in info.items()))
+
+
+def cmd_sae_convert(args) -> None:
+    from itd_core.encoders import parse_dtype
+    from itd_core.sae_io import detect_format, load_sae, save_sae
+
+    sae_format = detect_format(args.src) if args.format == "auto" else args.format
+    sae = load_sae(args.src, format=sae_format, **({"dtype": parse_dtype(args.dtype)} if args.dtype else {}))
+    save_sae(sae, args.output, format=args.to)
+    document = {"source": str(args.src), "source_format": sae_format, "output": str(args.output), "format": args.to, "fingerprint": sae.fingerprint}
+    _emit(args, document, f"wrote {args.to} SAE to {args.output} (fingerprint {sae.fingerprint[:12]}…)")
+
+
+def cmd_sae_train(args) -> None:
+    from itd_core.prompts import read_prompt_files
+    from itd_core.training import TrainingConfig, train_sae_from_prompts
+
+    bundle = _bundle_from_args(args) if args.bundle != "demo" or args.sae else None
+    adapter = bundle.adapter if bundle else _demo_adapter(args)
+    prompts = read_prompt_files(args.prompts)
+    _report_truncation(adapter, prompts)
+    config = TrainingConfig(n_latents=args.latents, k=args.k, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
+                            **({"steps": args.steps} if args.steps else {}))
+    sae, metrics = train_sae_from_prompts(adapter, prompts, args.output, config, cache_dir=args.cache_dir)
+    _emit(args, {"output": str(args.output), "metrics": metrics}, f"trained SAE saved to {args.output}\n" + json.dumps(metrics, indent=2, default=str))
+
+
+def _demo_adapter(args):
+    """The demo's text encoder alone: training a new demo SAE needs no existing SAE."""
+    from itd_core.encoders import TextEncoderAdapter
+    from shapesworld import demo
+
+    text_encoder, tokenizer = demo.load_text_encoder_and_tokenizer()
+    return TextEncoderAdapter(text_encoder, tokenizer, args.layer or demo.HOOK_LAYER).to(device=args.device, dtype=args.dtype)
+
+
+# --------------------------------------------------------------------------- concept
+
+
+def cmd_concept_select(args) -> None:
+    from itd_core.concept import select_concept
+    from itd_core.erasure_config import ConceptEntry, ErasureConfig, FeatureEntry
+    from itd_core.prompts import expand_templates, read_prompt_files, read_prompts
+
+    if args.prompts:
+        prompts = read_prompt_files(args.prompts)
+    else:
+        prompts = expand_templates(args.concept, read_prompts(args.templates))
+    retain = read_prompt_files(args.retain)
+    output = Path(args.output)
+    existing = ErasureConfig.load(output) if output.exists() else None  # an invalid file is reported, not overwritten
+    bundle = _bundle_from_args(args)
+    _report_truncation(bundle.adapter, prompts + retain)
+    selection = select_concept(bundle.adapter, bundle.sae, args.concept, prompts, retain, top_n=args.top_n)
+    if not selection.features:
+        raise ItdError(f"no features left for {args.concept!r}: every top-{args.top_n} feature of its prompts also ranks in the top-{args.top_n} of a retain prompt; "
+                       "try a larger --top-n or a retain set without the concept")
+    config = existing or bundle.new_erasure_config()
+    if existing:
+        bundle.check_config(existing)
+    concept = ConceptEntry(
+        name=args.concept, prompts=prompts,
+        features=[FeatureEntry(id=f.id, strength=args.strength, label=" ".join(f.peak_tokens[:2])) for f in selection.features],
+    )
+    config.upsert(concept)
+    config.save(output)
+    document = {"output": str(output), "concept": args.concept, "n_features": len(selection.features), "selection": selection.model_dump()}
+    lines = [f"{args.concept}: {len(selection.features)} features (of {selection.candidates} candidates; {selection.removed_by_retain} removed by the retain set)",
+             f"{'id':>8} {'hits':>5} {'mean':>8} {'max':>8} {'retain%':>8}  tokens"]
+    lines += [f"{f.id:>8} {f.concept_hits:>5} {f.mean_activation:>8.3f} {f.max_activation:>8.3f} {100 * f.retain_fire_rate:>7.1f}%  {' '.join(f.peak_tokens)}"
+              for f in selection.features[:20]]
+    lines.append(f"saved to {output} (not calibrated yet: run `itd calibrate {output} ...`)")
+    _emit(args, document, "\n".join(lines))
+
+
+# --------------------------------------------------------------------------- classifier
+
+
+def _score_prompts(bundle, deactivator, prompts: Sequence[str], batch_size: int = 32):
+    import torch
+
+    rows = [deactivator.scores(activations) for _, activations in bundle.adapter.iter_capture(list(prompts), batch_size)]
+    return torch.cat(rows).cpu()
+
+
+def cmd_calibrate(args) -> None:
+    from itd_core.calibration import fpr_threshold, paper_threshold, rates
+    from itd_core.erasure_config import CalibrationInfo, ErasureConfig
+    from itd_core.prompts import read_prompt_files
+
+    config = ErasureConfig.load(args.config)
+    bundle = _bundle_for_config(config, args)
+    names = [args.concept] if args.concept else [c.name for c in config.concepts]
+    retain = read_prompt_files(args.retain)
+    target_file_prompts = read_prompt_files(args.target) if args.target else None
+    deactivator = config.deactivator(bundle.sae)
+    retain_scores = _score_prompts(bundle, deactivator, retain)
+    report = []
+    for name in names:
+        concept = config.concept(name)
+        index = [c.name for c in config.concepts].index(name)
+        targets = target_file_prompts or concept.prompts
+        if not targets:
+            raise ItdError(f"concept {name!r} has no stored prompts: give --target FILE")
+        target_scores = _score_prompts(bundle, deactivator, targets)[:, index].tolist()
+        concept_retain = retain_scores[:, index].tolist()
+        threshold = paper_threshold(target_scores) if args.rule == "paper" else fpr_threshold(concept_retain, args.fpr)
+        measured = rates(threshold, target_scores, concept_retain)
+        concept.threshold = threshold
+        concept.calibration = CalibrationInfo(
+            rule=args.rule, target_fpr=args.fpr if args.rule == "fpr" else None,
+            sets=[str(p) for p in (args.target or [])] + [str(p) for p in args.retain] or ["concept prompts"],
+            tpr=measured.tpr, fpr=measured.fpr, n_target=measured.n_target, n_retain=measured.n_retain,
+        )
+        report.append({"concept": name, "threshold": threshold, **measured.model_dump()})
+    config.save(args.config)
+    lines = [f"{r['concept']}: threshold {r['threshold']:.6g}  TPR {r['tpr']:.3f} ({r['n_target']} target)  FPR {r['fpr']:.3f} ({r['n_retain']} retain)" for r in report]
+    _emit(args, {"config": str(args.config), "rule": args.rule, "concepts": report}, "\n".join(lines))
+
+
+def cmd_classify(args) -> None:
+    from itd_core.erasure_config import ErasureConfig
+
+    empty = [i for i, p in enumerate(args.prompts) if not p.strip()]
+    if empty:
+        raise ItdError(f"prompt {empty[0] + 1} is empty: give some text to classify")
+    config = ErasureConfig.load(args.config)
+    bundle = _bundle_for_config(config, args)
+    truncated = set(_report_truncation(bundle.adapter, args.prompts))
+    deactivator = config.deactivator(bundle.sae)
+    results = []
+    for _, activations in bundle.adapter.iter_capture(args.prompts):
+        result = deactivator.apply(activations)
+        results.append(result)
+    names = [c.name for c in config.concepts]
+    rows = []
+    scores = [s for r in results for s in r.scores.tolist()]
+    triggered = [t for r in results for t in r.triggered.tolist()]
+    for i, prompt in enumerate(args.prompts):
+        rows.append({
+            "prompt": prompt, "edited": any(triggered[i]), "truncated": i in truncated,
+            "concepts_hit": [n for n, hit in zip(names, triggered[i]) if hit],
+            "scores": dict(zip(names, scores[i])),
+            "thresholds": {c.name: c.threshold for c in config.concepts},
+        })
+    lines = []
+    for row in rows:
+        verdict = "EDITED   " if row["edited"] else "untouched"
+        detail = ", ".join(f"{n} {row['scores'][n]:.4g}/{row['thresholds'][n]:.4g}" for n in names)
+        lines.append(f"{verdict} {row['prompt'][:60]!r}  [{detail}]" + (f"  hits: {', '.join(row['concepts_hit'])}" if row["concepts_hit"] else ""))
+    _emit(args, {"config": str(args.config), "prompts": rows}, "\n".join(lines))
+
+
+def cmd_eval(args) -> None:
+    from itd_core.calibration import rates
+    from itd_core.erasure_config import ErasureConfig
+    from itd_core.prompts import read_prompt_files
+
+    config = ErasureConfig.load(args.config)
+    bundle = _bundle_for_config(config, args)
+    deactivator = config.deactivator(bundle.sae)
+    retain_scores = _score_prompts(bundle, deactivator, read_prompt_files(args.retain))
+    target_prompts = read_prompt_files(args.target) if args.target else None
+    report = []
+    for index, concept in enumerate(config.concepts):
+        targets = target_prompts or concept.prompts
+        target_scores = _score_prompts(bundle, deactivator, targets)[:, index].tolist() if targets else []
+        measured = rates(concept.threshold, target_scores, retain_scores[:, index].tolist()) if concept.threshold is not None else None
+        report.append({"concept": concept.name, "threshold": concept.threshold, **(measured.model_dump() if measured else {"tpr": None, "fpr": None})})
+    lines = [f"{r['concept']}: TPR {r['tpr']}  FPR {r['fpr']}" if r["threshold"] is not None else f"{r['concept']}: not calibrated" for r in report]
+    _emit(args, {"config": str(args.config), "concepts": report}, "\n".join(lines))
+
+
+# --------------------------------------------------------------------------- generate
+
+
+def cmd_generate(args) -> None:
+    from itd_core.erasure_config import ErasureConfig
+    from itd_core.pipeline import GenerationCache, GenerationSettings, generate_side_by_side, side_by_side_image
+
+    if args.side_by_side and not args.erasure:
+        raise ItdError("--side-by-side needs --erasure erasure.json")
+    config = ErasureConfig.load(args.erasure) if args.erasure else None
+    bundle = _bundle_from_args(args)
+    if config:
+        bundle.check_config(config)
+    settings = GenerationSettings(steps=args.steps, size=args.size, guidance=args.guidance)
+    prompts = args.prompt
+    seeds = [args.seed + i for i in range(len(prompts))]
+    _report_truncation(bundle.adapter, prompts)
+    output = Path(args.output)
+    if config is None:
+        from itd_core.pipeline import generate_images
+
+        images = generate_images(bundle.pipeline, prompts, seeds, settings)
+        rows = [{"prompt": p, "seed": s} for p, s in zip(prompts, seeds)]
+        _save_images(images, output, scale=args.scale)
+    else:
+        pairs = generate_side_by_side(bundle.pipeline, config, bundle.sae, prompts, seeds, settings, model_id=bundle.model_id,
+                                      cache=None if args.no_cache else GenerationCache())
+        rows = [{"prompt": p.prompt, "seed": p.seed, "edited": p.edited, "scores": p.scores, "triggered": p.triggered, "identical": p.identical} for p in pairs]
+        if args.side_by_side:
+            _save_image(side_by_side_image(pairs, scale=args.scale), output)
+        else:
+            _save_images([p.erased for p in pairs], output, scale=args.scale)
+    text = "\n".join(f"{'EDITED   ' if r.get('edited') else 'untouched'} seed {r['seed']} {r['prompt'][:60]!r}" for r in rows) + f"\nsaved {output}"
+    _emit(args, {"output": str(output), "images": rows}, text)
+
+
+def _save_image(image, output: Path) -> None:
+    from io import BytesIO
+
+    from itd_core.atomic import atomic_write_bytes
+
+    if output.suffix.lower() not in {".png", ".jpg", ".jpeg", ".webp"}:
+        raise ItdError(f"output {output} needs an image extension (.png, .jpg, .webp)")
+    buffer = BytesIO()
+    image.save(buffer, format="PNG" if output.suffix.lower() == ".png" else output.suffix.lstrip(".").upper().replace("JPG", "JPEG"))
+    atomic_write_bytes(output, buffer.getvalue())
+
+
+def _save_images(images, output: Path, scale: int) -> None:
+    """One image: as is; several: side by side in a row."""
+    from PIL import Image
+
+    width, height = images[0].size
+    sheet = Image.new("RGB", (width * scale * len(images), height * scale))
+    for i, image in enumerate(images):
+        sheet.paste(image.resize((width * scale, height * scale), Image.NEAREST), (i * width * scale, 0))
+    _save_image(sheet, output)
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="itd", description="ItD Explorer: SAEs on diffusion text encoders, concept search and erasure.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    sae = commands.add_parser("sae", help="train, inspect and convert SAEs").add_subparsers(dest="sae_command", required=True)
+    info = sae.add_parser("info", help="describe an SAE folder")
+    info.add_argument("src")
+    info.add_argument("--format", default="auto", choices=["auto", "itd", "saelens", "native"])
+    _add_json(info)
+    info.set_defaults(handler=cmd_sae_info)
+
+    convert = sae.add_parser("convert", help="convert between the itd, saelens and native formats (bit-exact)")
+    convert.add_argument("src")
+    convert.add_argument("-o", "--output", required=True)
+    convert.add_argument("--to", required=True, choices=["itd", "saelens", "native"])
+    convert.add_argument("--format", default="auto", choices=["auto", "itd", "saelens", "native"], help="source format")
+    convert.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], help="cast the weights (default: keep)")
+    _add_json(convert)
+    convert.set_defaults(handler=cmd_sae_convert)
+
+    train = sae.add_parser("train", help="train a TopK SAE on a layer's activations over prompt files")
+    _add_bundle_options(train)
+    train.add_argument("--prompts", nargs="+", required=True, metavar="FILE")
+    train.add_argument("--latents", type=int, required=True)
+    train.add_argument("--k", type=int, required=True)
+    train.add_argument("--steps", type=int)
+    train.add_argument("--batch-size", type=int, default=4096, help="tokens per step")
+    train.add_argument("--lr", type=float, default=4e-4)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--cache-dir", help="activation cache folder (default: inside the output folder)")
+    train.add_argument("-o", "--output", required=True)
+    _add_json(train)
+    train.set_defaults(handler=cmd_sae_train)
+
+    concept = commands.add_parser("concept", help="select a concept's features").add_subparsers(dest="concept_command", required=True)
+    select = concept.add_parser("select", help="ItD selection: top-N features of the concept prompts minus the retain set's")
+    _add_bundle_options(select)
+    select.add_argument("--concept", required=True, help="concept name")
+    source = select.add_mutually_exclusive_group(required=True)
+    source.add_argument("--prompts", nargs="+", metavar="FILE", help="concept prompts")
+    source.add_argument("--templates", metavar="FILE", help="templates with '{}' for the name")
+    select.add_argument("--retain", nargs="+", required=True, metavar="FILE")
+    select.add_argument("--top-n", type=int, default=128, help="top-N per prompt (paper: 128; 256 for art styles)")
+    select.add_argument("--strength", type=float, default=-8.0, help="deactivation strength (paper: -8)")
+    select.add_argument("-o", "--output", required=True, help="erasure config to create or add the concept to")
+    _add_json(select)
+    select.set_defaults(handler=cmd_concept_select)
+
+    calibrate = commands.add_parser("calibrate", help="set the classifier thresholds of an erasure config")
+    calibrate.add_argument("config")
+    calibrate.add_argument("--target", nargs="+", metavar="FILE", help="target prompts (default: the concept's stored prompts)")
+    calibrate.add_argument("--retain", nargs="+", required=True, metavar="FILE")
+    calibrate.add_argument("--rule", choices=["paper", "fpr"], default="paper", help="paper: 0.99 x min target score; fpr: a target false-positive rate on the retain set")
+    calibrate.add_argument("--fpr", type=float, default=0.01)
+    calibrate.add_argument("--concept", help="only this concept (default: all)")
+    _add_runtime_options(calibrate)
+    _add_json(calibrate)
+    calibrate.set_defaults(handler=cmd_calibrate)
+
+    classify = commands.add_parser("classify", help="which prompts an erasure config edits, with scores")
+    classify.add_argument("config")
+    classify.add_argument("prompts", nargs="+", metavar="PROMPT")
+    _add_runtime_options(classify)
+    _add_json(classify)
+    classify.set_defaults(handler=cmd_classify)
+
+    evaluate = commands.add_parser("eval", help="classifier TPR/FPR per concept")
+    evaluate.add_argument("config")
+    evaluate.add_argument("--target", nargs="+", metavar="FILE")
+    evaluate.add_argument("--retain", nargs="+", required=True, metavar="FILE")
+    _add_runtime_options(evaluate)
+    _add_json(evaluate)
+    evaluate.set_defaults(handler=cmd_eval)
+
+    generate = commands.add_parser("generate", help="generate images, with and without erasure")
+    _add_bundle_options(generate)
+    generate.add_argument("--erasure", metavar="erasure.json")
+    generate.add_argument("--prompt", nargs="+", required=True)
+    generate.add_argument("--seed", type=int, default=0, help="seed of the first prompt (the next ones get seed+1, ...)")
+    generate.add_argument("--steps", type=int, default=20)
+    generate.add_argument("--size", type=int, help="pixels (default: the model's)")
+    generate.add_argument("--guidance", type=float, default=6.0)
+    generate.add_argument("--side-by-side", action="store_true", help="original left, erased right")
+    generate.add_argument("--scale", type=int, default=1, help="enlarge the saved image (nearest neighbour)")
+    generate.add_argument("--no-cache", action="store_true")
+    generate.add_argument("-o", "--output", required=True)
+    _add_json(generate)
+    generate.set_defaults(handler=cmd_generate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.handler(args)
+    except ItdError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

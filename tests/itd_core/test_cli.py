@@ -1,0 +1,123 @@
+"""The `itd` CLI end to end on the tiny local diffusers folder and SAE."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from itd_core.cli import main
+
+TARGET = ["A portrait of Tom Cruise", "Tom Cruise in an official photo", "An oil painting of Tom Cruise"]
+RETAIN = ["A portrait of Brad Pitt", "a cat on a mat", "a house by a lake", "Emma Stone in an official photo"]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cli")
+    (folder / "target.txt").write_text("\n".join(TARGET) + "\n")
+    (folder / "retain.csv").write_text("case_number,prompt\n" + "".join(f'{i},"{p}"\n' for i, p in enumerate(RETAIN)))
+    (folder / "templates.txt").write_text("A portrait of {}\n{} in an official photo\n")
+    return folder
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def bundle_args(tiny_pipeline_dir, tiny_sae_dir):
+    return ["--bundle", tiny_pipeline_dir, "--sae", tiny_sae_dir, "--layer", "1"]
+
+
+def test_select_calibrate_classify_eval_generate(capsys, files, tiny_pipeline_dir, tiny_sae_dir):
+    config = files / "erasure.json"
+    code, out, err = run(capsys, "concept", "select", *bundle_args(tiny_pipeline_dir, tiny_sae_dir), "--concept", "Tom Cruise",
+                         "--prompts", files / "target.txt", "--retain", files / "retain.csv", "--top-n", 16, "-o", config, "--json")
+    assert code == 0, err
+    selected = json.loads(out)
+    assert selected["n_features"] > 0 and config.is_file()
+
+    code, out, err = run(capsys, "calibrate", config, "--retain", files / "retain.csv", "--json")
+    assert code == 0, err
+    calibration = json.loads(out)["concepts"][0]
+    assert calibration["tpr"] == 1.0, "the paper's rule keeps every target prompt"
+    stored = json.loads(config.read_text())["concepts"][0]
+    assert stored["threshold"] == calibration["threshold"] and stored["calibration"]["rule"] == "paper"
+
+    code, out, err = run(capsys, "classify", config, TARGET[0], "a cat on a mat", "--json")
+    assert code == 0, err
+    rows = json.loads(out)["prompts"]
+    assert rows[0]["edited"] and rows[0]["concepts_hit"] == ["Tom Cruise"]
+    assert rows[0]["scores"]["Tom Cruise"] >= rows[0]["thresholds"]["Tom Cruise"]
+
+    code, out, err = run(capsys, "eval", config, "--target", files / "target.txt", "--retain", files / "retain.csv", "--json")
+    assert code == 0, err
+    assert json.loads(out)["concepts"][0]["tpr"] == 1.0
+
+    image = files / "side.png"
+    code, out, err = run(capsys, "generate", *bundle_args(tiny_pipeline_dir, tiny_sae_dir), "--erasure", config, "--prompt", TARGET[0],
+                         "--steps", 2, "--size", 32, "--side-by-side", "--no-cache", "-o", image, "--json")
+    assert code == 0, err
+    from PIL import Image
+
+    assert Image.open(image).size == (64, 32)
+    assert json.loads(out)["images"][0]["edited"] is True
+
+    code, out, err = run(capsys, "concept", "select", *bundle_args(tiny_pipeline_dir, tiny_sae_dir), "--concept", "Keanu Reeves",
+                         "--templates", files / "templates.txt", "--retain", files / "retain.csv", "--top-n", 16, "-o", config)
+    assert code == 0, err
+    assert [c["name"] for c in json.loads(config.read_text())["concepts"]] == ["Tom Cruise", "Keanu Reeves"]
+
+
+def test_sae_info_and_convert(capsys, tmp_path, tiny_sae_dir):
+    code, out, err = run(capsys, "sae", "info", tiny_sae_dir, "--json")
+    assert code == 0, err
+    info = json.loads(out)
+    assert (info["format"], info["n_latents"], info["k"]) == ("native", 256, 8)
+    for target in ["itd", "saelens"]:
+        code, out, err = run(capsys, "sae", "convert", tiny_sae_dir, "-o", tmp_path / target, "--to", target, "--json")
+        assert code == 0, err
+        code, out, _ = run(capsys, "sae", "info", tmp_path / target, "--json")
+        assert json.loads(out)["fingerprint"] == info["fingerprint"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["classify", "missing.json", "a cat"], "erasure config not found"),
+        (["sae", "info", "/nonexistent/sae"], "nonexistent"),
+        (["concept", "select", "--bundle", "/nonexistent/sd", "--sae", "x", "--concept", "x", "--prompts", "x.txt", "--retain", "y.txt", "-o", "o.json"], "not found"),
+    ],
+)
+def test_errors_go_to_stderr_with_a_nonzero_exit(capsys, tmp_path, monkeypatch, argv, message):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(capsys, *argv)
+    assert code == 1 and out == ""
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "o.json").exists()
+
+
+def test_bad_config_version_leaves_the_file_alone(capsys, files):
+    bad = files / "v7.json"
+    bad.write_text(json.dumps({"schema_version": 7}))
+    code, _, err = run(capsys, "calibrate", bad, "--retain", files / "retain.csv")
+    assert code == 1 and "unknown schema_version 7" in err
+    assert json.loads(bad.read_text()) == {"schema_version": 7}
+
+
+def test_hub_id_not_cached_is_a_clear_error(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    (tmp_path / "t.txt").write_text("a\n")
+    code, out, err = run(capsys, "concept", "select", "--bundle", "CompVis/stable-diffusion-v1-4", "--sae", "x/y", "--concept", "x",
+                         "--prompts", tmp_path / "t.txt", "--retain", tmp_path / "t.txt", "-o", tmp_path / "o.json")
+    assert code == 1
+    assert "CompVis/stable-diffusion-v1-4" in err and "local folder" in err and "Traceback" not in err
+
+
+def test_python_dash_m_entry_point(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "itd_core", "classify", str(tmp_path / "none.json"), "a cat", "--json"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and result.stdout == ""
+    assert "erasure config not found" in result.stderr
