@@ -1,0 +1,135 @@
+"""Erasure-path benchmark at the paper's sizes, with random weights.
+
+CLIP ViT-L/14 text tower (built from its config, layer 8), SAE 768 x 524,288 with k=64, one
+batch of prompts padded to 77 tokens. Compares the vectorised engine (itd_core.deactivation)
+with the reference approach (dense decode over all latents + a Python loop over prompts),
+checks that both take the same decisions, and reports what bf16/fp16 SAE weights give.
+Also reports the erasure overhead as a fraction of one SD-1.5-size UNet step at 256 px.
+
+    python bench/bench_erasure.py                      # CPU, full sizes (~5 GB RAM)
+    python bench/bench_erasure.py --latents 32768      # quick
+    python bench/bench_erasure.py --device cuda        # on a GPU machine
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.reference_itd import reference_erasure  # noqa: E402
+from itd_core.deactivation import ConceptFeatures, Deactivator  # noqa: E402
+from itd_core.sae import SAEConfig, TopKSAE  # noqa: E402
+
+PROMPTS = [
+    "A portrait of Tom Cruise", "An oil painting of a lighthouse at dusk", "Painting in the style of Van Gogh",
+    "a cat sitting on a red sofa", "Tom Cruise in an official photo", "a bowl of fruit on a wooden table",
+    "An image capturing Tom Cruise at a public event", "a city street at night in the rain",
+]
+
+
+def timed(fn, repeats: int, device: str) -> tuple[float, object]:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        result = fn()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), result
+
+
+def clip_large_activations(device: str, prompts: list[str]) -> torch.Tensor:
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from itd_core.assets import clip_tokenizer
+    from itd_core.encoders import TextEncoderAdapter
+
+    torch.manual_seed(0)
+    config = CLIPTextConfig(hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12,
+                            projection_dim=768, max_position_embeddings=77, vocab_size=49408,
+                            bos_token_id=49406, eos_token_id=49407, pad_token_id=49407)
+    adapter = TextEncoderAdapter(CLIPTextModel(config), clip_tokenizer(), "text_model.encoder.layers.8").to(device=device)
+    return adapter.capture(prompts)
+
+
+def unet_step_seconds(device: str, repeats: int) -> float:
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(  # SD 1.5's UNet config
+        sample_size=32, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(320, 640, 1280, 1280),
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=768, attention_head_dim=8,
+    ).to(device).eval()
+    latents = torch.randn(2, 4, 32, 32, device=device)  # 256 px, classifier-free guidance batch
+    text = torch.randn(2, 77, 768, device=device)
+    with torch.no_grad():
+        seconds, _ = timed(lambda: unet(latents, 500, encoder_hidden_states=text).sample, repeats, device)
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--latents", type=int, default=524288)
+    parser.add_argument("--k", type=int, default=64)
+    parser.add_argument("--prompts", type=int, default=8)
+    parser.add_argument("--concepts", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--skip-unet", action="store_true")
+    args = parser.parse_args()
+    torch.set_grad_enabled(False)
+    prompts = (PROMPTS * ((args.prompts + len(PROMPTS) - 1) // len(PROMPTS)))[: args.prompts]
+    activations = clip_large_activations(args.device, prompts)
+    sae = TopKSAE.random(SAEConfig(d_model=768, n_latents=args.latents, k=args.k), seed=0).to(args.device)
+
+    # Concepts: features of the "Tom Cruise" prompts; thresholds between the scores, so decisions are mixed.
+    code = sae.encode(activations[0, 1:])
+    ids = code.indices.flatten().unique()[: 128 * args.concepts].tolist()
+    concepts = [ConceptFeatures.uniform(f"concept{c}", ids[c::args.concepts]) for c in range(args.concepts)]
+    scores = Deactivator(sae, concepts).scores(activations)
+    middle = scores.sort(dim=0).values[len(prompts) // 2 - 1: len(prompts) // 2 + 1].mean(0)  # between two prompts' scores
+    concepts = [c.with_threshold(float(middle[i])) for i, c in enumerate(concepts)]
+
+    rows = []
+    reference_seconds, (reference_output, _, reference_triggered) = timed(lambda: reference_erasure(sae, activations, concepts), args.repeats, args.device)
+    rows.append(("reference (dense decode, loop over prompts)", "fp32", reference_seconds, 1.0, 0))
+    fast_seconds = None
+    for dtype_name, dtype in [("fp32", torch.float32), ("bf16", torch.bfloat16), ("fp16", torch.float16)]:
+        cast = TopKSAE(sae.config, device=args.device, dtype=dtype)
+        cast.load_state_dict(sae.state_dict())
+        deactivator = Deactivator(cast, concepts)
+        seconds, result = timed(lambda: deactivator.apply(activations), args.repeats, args.device)
+        disagreements = int((result.triggered != reference_triggered).sum())
+        if dtype_name == "fp32":
+            fast_seconds = seconds
+            assert disagreements == 0, "the fp32 engine must take the reference's decisions"
+        rows.append((f"itd_core Deactivator ({args.concepts} concept(s))", dtype_name, seconds, reference_seconds / seconds, disagreements))
+        del cast, deactivator
+
+    device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
+    print(f"\nErasure path: {args.prompts} prompts x 77 tokens, SAE 768 x {args.latents:,}, k={args.k}, {device_name}\n")
+    print("| method | SAE dtype | median s | speed-up vs reference | decisions differing from fp32 reference |")
+    print("|---|---|---:|---:|---:|")
+    for name, dtype_name, seconds, ratio, disagreements in rows:
+        print(f"| {name} | {dtype_name} | {seconds:.3f} | {ratio:.2f}x | {disagreements} / {len(prompts) * args.concepts} |")
+    if not args.skip_unet:
+        unet_seconds = unet_step_seconds(args.device, max(1, args.repeats - 1))
+        print(f"\nOne SD-1.5-size UNet step at 256 px (batch 2 for guidance): {unet_seconds:.3f} s; "
+              f"erasure (fp32) = {100 * fast_seconds / unet_seconds:.1f}% of one step, "
+              f"{100 * fast_seconds / (unet_seconds * 20):.2f}% of a 20-step generation (the encoder runs once per image)")
+
+
+if __name__ == "__main__":
+    main()
