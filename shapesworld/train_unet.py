@@ -1,0 +1,215 @@
+"""Train ShapesWorld's denoiser: a small ``UNet2DConditionModel`` on the frozen VAE's latents.
+
+Conditioning: cross-attention on the frozen MiniLM encoder's last hidden state
+(``[b, 24, 384]``, padding masked inside the encoder as the pipeline does). Cross-attention
+sits at 16x16 and 8x8 (and the 4x4 mid block); 4x4 down/up blocks are plain ResNets.
+Classifier-free guidance: ``--cfg-drop`` (10%) of captions are replaced by the empty
+caption ``""`` -- exactly the negative prompt the pipeline encodes at sampling time.
+
+Noise schedule: 1000-step cosine (``squaredcos_cap_v2``), epsilon prediction. Sampling uses
+DDIM with ``timestep_spacing="leading"`` and ``steps_offset=1`` (20 steps start at t=951,
+where the signal is small but not zero: "trailing" spacing would start at t=999, where the
+cosine schedule leaves ~1e-9 of signal and an epsilon model samples pure noise).
+
+Speed: the encoder and the VAE are frozen, so the text embeddings and VAE latents of the
+``--n-train`` training samples are computed once and cached in ``<run-dir>/cache.pt``.
+EMA weights (``--ema``) are what gets exported.
+
+Resumable: ``<run-dir>/ckpt.pt`` every ``--ckpt-every`` steps and on ``--max-minutes``; rerun
+the same command to continue. ``--out`` receives ``unet/`` (fp16 EMA weights) and
+``scheduler/``; the pipeline's other components come from :mod:`shapesworld.pipeline`.
+
+    python -m shapesworld.train_unet --run-dir runs/unet --steps 6000 --max-minutes 55
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from . import text_encoder as te
+from . import world
+from .train_utils import EMA, Logger, load_checkpoint, param_count, save_checkpoint, setup
+
+PIPELINE_DIR = Path(__file__).parent / "assets" / "pipeline"
+
+
+def build_unet(channels: tuple[int, ...] = (32, 64, 64), head_dim: int = 8, groups: int = 32):
+    """The denoiser: ``len(channels)`` levels (16, 8, 4 px), cross-attention on all but the last."""
+    from diffusers import UNet2DConditionModel
+
+    n = len(channels)
+    down = ("CrossAttnDownBlock2D",) * (n - 1) + ("DownBlock2D",)
+    up = ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (n - 1)
+    return UNet2DConditionModel(
+        sample_size=16, in_channels=4, out_channels=4, block_out_channels=tuple(channels),
+        down_block_types=down, up_block_types=up, layers_per_block=1, cross_attention_dim=te.HIDDEN_SIZE,
+        attention_head_dim=[max(1, c // head_dim) for c in channels], norm_num_groups=groups,
+    )
+
+
+def train_scheduler():
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="epsilon",
+                         clip_sample=False)
+
+
+def sampling_scheduler():
+    from diffusers import DDIMScheduler
+
+    return DDIMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="epsilon",
+                         clip_sample=False, set_alpha_to_one=False, steps_offset=1, timestep_spacing="leading")
+
+
+def load_vae(folder: Path):
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL.from_pretrained(str(folder), torch_dtype=torch.float32).eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def build_cache(n: int, seed: int, vae_dir: Path, path: Path) -> dict:
+    """Encode ``n`` world samples once: fp16 text states ``[n, 24, 384]`` and scaled latents ``[n, 4, 16, 16]``."""
+    if path.is_file():
+        cache = torch.load(path, map_location="cpu")
+        if cache["n"] == n and cache["seed"] == seed:
+            return cache
+    t0 = time.time()
+    samples = world.generate(n, seed)
+    captions = [s.caption for s in samples]
+    vae = load_vae(vae_dir)
+    sf = vae.config.scaling_factor
+    lat = []
+    for i in range(0, n, 250):
+        x = torch.from_numpy(np.stack([s.image for s in samples[i:i + 250]])).permute(0, 3, 1, 2).float() / 127.5 - 1
+        lat.append((vae.encode(x).latent_dist.mode() * sf).half())
+    text = te.encode(captions).half()
+    uncond = te.encode([""]).half()[0]
+    cache = {"n": n, "seed": seed, "latents": torch.cat(lat), "text": text, "uncond": uncond, "captions": captions,
+             "labels": [s.labels for s in samples]}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(cache, path)
+    print(f"cached {n} latents + text states in {time.time() - t0:.0f}s -> {path}", flush=True)
+    return cache
+
+
+def export(unet, out: Path, metrics: dict | None = None) -> None:
+    """Write ``unet/`` (fp16) and ``scheduler/`` into the pipeline folder ``out``."""
+    unet.to(torch.float16).save_pretrained(str(out / "unet"), safe_serialization=True)
+    unet.to(torch.float32)
+    sampling_scheduler().save_pretrained(str(out / "scheduler"))
+    if metrics:
+        (out / "unet" / "training_metrics.json").write_text(json.dumps(metrics, indent=1))
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run-dir", type=Path, default=Path("runs/unet"))
+    ap.add_argument("--vae", type=Path, default=PIPELINE_DIR / "vae", help="trained VAE folder (frozen)")
+    ap.add_argument("--out", type=Path, default=PIPELINE_DIR, help="pipeline folder to write unet/ + scheduler/ ('' to skip)")
+    ap.add_argument("--channels", type=int, nargs="+", default=[32, 64, 64])
+    ap.add_argument("--head-dim", type=int, default=16)
+    ap.add_argument("--groups", type=int, default=32)
+    ap.add_argument("--n-train", type=int, default=30000)
+    ap.add_argument("--steps", type=int, default=6000)
+    ap.add_argument("--max-minutes", type=float, default=0, help="stop (checkpointed, exported) after this long")
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--ema", type=float, default=0.999)
+    ap.add_argument("--cfg-drop", type=float, default=0.1)
+    ap.add_argument("--bf16", action="store_true", help="bf16 autocast (fast on CPUs with AMX)")
+    ap.add_argument("--seed", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--ckpt-every", type=int, default=250)
+    ap.add_argument("--log-every", type=int, default=50)
+    args = ap.parse_args(argv)
+    setup(args.seed, args.threads)
+    log = Logger(args.run_dir / "log.jsonl")
+    t_start = time.time()
+
+    cache = build_cache(args.n_train, args.seed, args.vae, args.run_dir / "cache.pt")
+    latents, text, uncond = cache["latents"], cache["text"], cache["uncond"]
+    unet = build_unet(tuple(args.channels), args.head_dim, args.groups)
+    ema = EMA(unet, args.ema)
+    noise_sched = train_scheduler()
+    acp = noise_sched.alphas_cumprod.float()
+    opt = torch.optim.AdamW(unet.parameters(), lr=args.lr, weight_decay=0.0)
+    warm = min(200, args.steps // 10 + 1)
+    lr_sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warm) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, args.steps) / args.steps))))
+    g = torch.Generator().manual_seed(args.seed)
+    step, train_seconds = 0, 0.0
+    ck = load_checkpoint(args.run_dir / "ckpt.pt")
+    if ck is not None:
+        unet.load_state_dict(ck["model"])
+        ema.load_state_dict(ck["ema"])
+        opt.load_state_dict(ck["opt"])
+        lr_sched.load_state_dict(ck["sched"])
+        g.set_state(ck["gen"])
+        step, train_seconds = ck["step"], ck.get("train_seconds", 0.0)
+        print(f"resumed from {args.run_dir / 'ckpt.pt'} at step {step}", flush=True)
+    print(f"unet: {param_count(unet):,} params, {len(latents)} cached samples", flush=True)
+
+    def checkpoint() -> None:
+        save_checkpoint(args.run_dir / "ckpt.pt", model=unet.state_dict(), ema=ema.state_dict(), opt=opt.state_dict(),
+                        sched=lr_sched.state_dict(), gen=g.get_state(), step=step,
+                        train_seconds=train_seconds + time.time() - t_loop, args=vars(args))
+
+    unet.train()
+    t_loop = time.time()
+    losses: list[float] = []
+    bar = tqdm(total=args.steps, initial=step, mininterval=10, disable=None)
+    while step < args.steps:
+        idx = torch.randint(0, len(latents), (args.batch,), generator=g)
+        z0 = latents[idx].float()
+        cond = text[idx].float()
+        drop = torch.rand(args.batch, generator=g) < args.cfg_drop
+        cond = torch.where(drop[:, None, None], uncond.float()[None], cond)
+        t = torch.randint(0, 1000, (args.batch,), generator=g)
+        noise = torch.randn(z0.shape, generator=g)
+        a = acp[t].view(-1, 1, 1, 1)
+        zt = a.sqrt() * z0 + (1 - a).sqrt() * noise
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+            pred = unet(zt, t, encoder_hidden_states=cond).sample
+        loss = F.mse_loss(pred.float(), noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        opt.step()
+        lr_sched.step()
+        ema.update(unet)
+        step += 1
+        bar.update(1)
+        losses.append(float(loss))
+        if step % args.log_every == 0:
+            log(step=step, loss=float(np.mean(losses[-args.log_every:])), lr=lr_sched.get_last_lr()[0],
+                steps_per_s=step / max(1e-6, train_seconds + time.time() - t_loop) if not ck else 0.0)
+        if step % args.ckpt_every == 0:
+            checkpoint()
+        if args.max_minutes and time.time() - t_start > args.max_minutes * 60:
+            print(f"time budget of {args.max_minutes} min reached at step {step}", flush=True)
+            break
+    bar.close()
+    checkpoint()
+    metrics = {"steps": step, "params": param_count(unet), "channels": args.channels, "batch": args.batch,
+               "lr": args.lr, "ema": args.ema, "cfg_drop": args.cfg_drop, "n_train": args.n_train,
+               "final_loss_mean_last_200": float(np.mean(losses[-200:])) if losses else None,
+               "train_minutes": round((train_seconds + time.time() - t_loop) / 60, 1)}
+    (args.run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    if str(args.out):
+        export(ema.model, args.out, metrics)
+        print(f"wrote {args.out / 'unet'} and {args.out / 'scheduler'}", flush=True)
+    return metrics
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+"""ShapesWorld: the world, micro trainings (+ resume), the committed detector and pipeline."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from shapesworld import detector as D
+from shapesworld import world
+
+torch.set_num_threads(2)
+
+
+# ----------------------------------------------------------------------------- the world
+
+def test_world_is_deterministic_and_varied():
+    a, b = world.generate(40, seed=7), world.generate(40, seed=7)
+    assert [s.caption for s in a] == [s.caption for s in b]
+    assert all(np.array_equal(x.image, y.image) for x, y in zip(a, b))
+    assert [s.caption for s in world.generate(40, seed=8)] != [s.caption for s in a]
+    assert world.generate(5, seed=7, start=10)[0].caption == a[10].caption
+    s = a[0]
+    assert s.image.shape == (64, 64, 3) and s.image.dtype == np.uint8
+    assert {"kind", "shape", "colour", "artist", "identity", "unsafe", "mentions"} <= set(s.labels)
+
+
+def test_captions_vary_for_one_concept():
+    many = world.generate(600, seed=1)
+    kinds = {s.labels["kind"] for s in many}
+    assert kinds == set(world.KINDS)
+    name = world.IDENTITIES[0]
+    forms = {s.caption.replace(name, "<p>") for s in many if s.labels["identity"] == name}
+    assert len(forms) >= 4
+    red = {s.caption for s in many if s.labels["kind"] == "object" and s.labels["colour"] == "red"}
+    assert any("scarlet" in c.lower() for c in red) and any("red" in c.lower() for c in red)
+
+
+def test_name_lists_are_large_enough():
+    assert len(world.SHAPES) >= 7 and len(world.COLOURS) >= 6
+    assert len(world.ARTISTS) >= 8 and len(set(world.ARTIST_STYLES.values())) == len(world.ARTISTS)
+    assert len(world.IDENTITIES) >= 12
+    looks = {(i.shape, i.colour) for i in world.IDENTITY_LIST}
+    assert len(looks) == len(world.IDENTITY_LIST)  # every character is distinguishable
+    sets = world.erasure_prompts()
+    assert set(sets["identity"]) == set(world.IDENTITIES) and set(sets["artist"]) == set(world.ARTISTS)
+    assert all(len(v) == 5 for v in sets["identity"].values())
+    assert sets["unsafe"] and sets["retain"]
+
+
+def test_identity_portrait():
+    s = world.render_identity(world.IDENTITIES[3])
+    assert s.labels["identity"] == world.IDENTITIES[3] and s.labels["style"] is None
+    with pytest.raises(ValueError, match="unknown identity"):
+        world.render_identity("Nobody Atall")
+
+
+# ----------------------------------------------------------------------------- micro trainings
+
+def _ckpt_step(path: Path) -> int:
+    return torch.load(path, map_location="cpu", weights_only=False)["step"]
+
+
+def test_micro_detector_training_resumes(tmp_path, capsys):
+    from shapesworld import train_detector
+
+    args = ["--run-dir", str(tmp_path / "run"), "--out", str(tmp_path / "det"), "--n-train", "48", "--n-val", "16",
+            "--batch", "8", "--width", "4", "--ckpt-every", "2", "--log-every", "1", "--threads", "2"]
+    train_detector.main(args + ["--steps", "2"])
+    assert _ckpt_step(tmp_path / "run" / "ckpt.pt") == 2
+    train_detector.main(args + ["--steps", "3"])
+    assert "resumed" in capsys.readouterr().out
+    assert _ckpt_step(tmp_path / "run" / "ckpt.pt") == 3
+    model = D.load(tmp_path / "det")
+    out = D.detect(world.generate(3, seed=0)[0].image, model=model)
+    assert set(out[0]) >= {"shape", "colour", "artist", "identity", "unsafe", "shape_conf"}
+
+
+def test_micro_vae_and_unet_training_resume(tmp_path, capsys):
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    from shapesworld import train_unet, train_vae
+
+    vae_args = ["--run-dir", str(tmp_path / "vrun"), "--out", str(tmp_path / "pipe" / "vae"), "--channels", "8", "16",
+                "16", "--groups", "8", "--n-train", "32", "--n-val", "8", "--batch", "4", "--ckpt-every", "1",
+                "--log-every", "1"]
+    train_vae.main(vae_args + ["--steps", "2"])
+    train_vae.main(vae_args + ["--steps", "3"])
+    assert "resumed" in capsys.readouterr().out
+    assert _ckpt_step(tmp_path / "vrun" / "ckpt.pt") == 3
+    vae = AutoencoderKL.from_pretrained(tmp_path / "pipe" / "vae")
+    assert vae.dtype == torch.float16 and vae.config.scaling_factor > 0
+
+    unet_args = ["--run-dir", str(tmp_path / "urun"), "--vae", str(tmp_path / "pipe" / "vae"),
+                 "--out", str(tmp_path / "pipe"), "--channels", "8", "16", "16", "--groups", "8", "--head-dim", "8",
+                 "--n-train", "16", "--batch", "4", "--ckpt-every", "1", "--log-every", "1"]
+    train_unet.main(unet_args + ["--steps", "2"])
+    train_unet.main(unet_args + ["--steps", "3"])
+    assert "resumed" in capsys.readouterr().out
+    assert _ckpt_step(tmp_path / "urun" / "ckpt.pt") == 3
+    unet = UNet2DConditionModel.from_pretrained(tmp_path / "pipe" / "unet")
+    assert unet.config.cross_attention_dim == 384 and unet.dtype == torch.float16
+
+    # the micro models assemble into a working pipeline
+    from shapesworld.pipeline import load_pipeline, write_static_components
+
+    write_static_components(tmp_path / "pipe")
+    pipe = load_pipeline(folder=tmp_path / "pipe")
+    img = pipe("a red circle", num_inference_steps=2, height=64, width=64, output_type="np").images
+    assert img.shape == (1, 64, 64, 3)
+
+
+# ----------------------------------------------------------------------------- committed assets
+
+def _has(path: Path) -> bool:
+    return path.is_file()
+
+
+@pytest.mark.skipif(not _has(D.ASSET_DIR / D.WEIGHTS_NAME), reason="detector not trained yet")
+def test_committed_detector_is_accurate_on_fresh_images():
+    samples = world.generate(300, seed=31337)
+    det = D.detect(np.stack([s.image for s in samples]))
+    from shapesworld.evaluate import score
+
+    acc = score(det, [s.labels for s in samples], only_mentioned=False)
+    for head in ("shape", "colour", "artist", "identity", "unsafe"):
+        assert acc[head] >= 0.9, (head, acc)
+
+
+def test_missing_detector_asset_names_the_file(tmp_path):
+    from shapesworld.errors import AssetError
+
+    with pytest.raises(AssetError, match=r"config\.json.*git checkout"):
+        D.load(tmp_path)
+
+
+PIPE = Path(__file__).resolve().parents[2] / "shapesworld" / "assets" / "pipeline"
+
+
+@pytest.mark.skipif(not _has(PIPE / "unet" / "diffusion_pytorch_model.safetensors"), reason="pipeline not trained yet")
+def test_committed_pipeline_generates_for_any_prompt():
+    from shapesworld.pipeline import load_pipeline
+
+    pipe = load_pipeline()
+    assert pipe.tokenizer.model_max_length == 24 and pipe.text_encoder.config.use_attention_mask
+    prompts = ["A portrait of Mira Castellane", "", "zxqv blorfing quandlewump ~~ 42"]
+    out = pipe(prompts, num_inference_steps=4, guidance_scale=5.0, height=64, width=64, output_type="np",
+               generator=torch.Generator().manual_seed(0)).images
+    assert out.shape == (3, 64, 64, 3) and np.isfinite(out).all()
+    assert out.std() > 0.01
+
+
+@pytest.mark.skipif(not _has(PIPE / "unet" / "diffusion_pytorch_model.safetensors"), reason="pipeline not trained yet")
+def test_missing_or_corrupt_pipeline_asset_names_the_file(tmp_path):
+    from shapesworld.errors import AssetError
+    from shapesworld.pipeline import load_pipeline
+
+    copy = tmp_path / "pipeline"
+    shutil.copytree(PIPE, copy)
+    (copy / "unet" / "diffusion_pytorch_model.safetensors").unlink()
+    with pytest.raises(AssetError, match=r"unet/diffusion_pytorch_model\.safetensors.*git checkout"):
+        load_pipeline(folder=copy)
+    shutil.copy(PIPE / "unet" / "diffusion_pytorch_model.safetensors", copy / "unet")
+    (copy / "vae" / "diffusion_pytorch_model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(AssetError, match=r"vae.*git checkout"):
+        load_pipeline(folder=copy)
