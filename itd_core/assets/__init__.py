@@ -1,5 +1,7 @@
 """Data files that ship inside the ``itd_core`` package (loaded offline, no hub access).
 
+- ``prompts/``: the paper's celebrity/style target and retain lists, COCO captions, DiffusionDB
+  prompts and I2P, as CSVs with a ``prompt`` column; see ``prompts/README.md`` for provenance.
 - ``clip_tokenizer/``: the Stable Diffusion 1.x CLIP tokenizer (openai/clip-vit-large-patch14), derived
   from OpenAI CLIP's MIT-licensed BPE table; see ``clip_tokenizer/README.md``.
 """
@@ -14,8 +16,9 @@ if TYPE_CHECKING:  # transformers is imported lazily: it is slow to import
 
 ASSETS_DIR: Path = Path(__file__).resolve().parent
 CLIP_TOKENIZER_DIR: Path = ASSETS_DIR / "clip_tokenizer"
+PROMPTS_DIR: Path = ASSETS_DIR / "prompts"
 
-__all__ = ["ASSETS_DIR", "CLIP_TOKENIZER_DIR", "clip_tokenizer"]
+__all__ = ["ASSETS_DIR", "CLIP_TOKENIZER_DIR", "PROMPTS_DIR", "clip_tokenizer", "prompt_set"]
 
 
 def clip_tokenizer() -> "CLIPTokenizer":
@@ -29,3 +32,12 @@ def clip_tokenizer() -> "CLIPTokenizer":
     from transformers import CLIPTokenizer
 
     return CLIPTokenizer.from_pretrained(str(CLIP_TOKENIZER_DIR), local_files_only=True)
+
+
+def prompt_set(name: str) -> Path:
+    """Path of a shipped prompt set, e.g. ``prompt_set("celebrity_remain")``."""
+    path = PROMPTS_DIR / f"{name}.csv"
+    if not path.is_file():
+        available = ", ".join(sorted(p.stem for p in PROMPTS_DIR.glob("*.csv")))
+        raise FileNotFoundError(f"no shipped prompt set {name!r}; available: {available}")
+    return path
