@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Create (if missing) and fill the project's virtual environment in .venv, from any working directory.
 #   bash scripts/setup.sh        # then .venv/bin/python, .venv/bin/streamlit, .venv/bin/itd
-# Idempotent: when requirements.txt, pyproject.toml and the Python are unchanged since the last
-# successful run (stamp in .venv/.setup-stamp), it does nothing. Delete the stamp to force a re-install.
+# Idempotent: when requirements.txt, pyproject.toml, the set of top-level packages and the Python are
+# unchanged since the last successful run (stamp in .venv/.setup-stamp), it does nothing. Delete the
+# stamp to force a re-install.
 # PYTHON=python3.11 bash scripts/setup.sh picks the interpreter that creates the venv.
 set -euo pipefail
 
@@ -14,7 +15,9 @@ if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
 
-stamp="$(cat requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1) $(.venv/bin/python --version 2>&1)"
+# The editable install maps each top-level package found at install time, so a new one needs a re-install.
+packages="$(ls -d -- */__init__.py 2>/dev/null | tr '\n' ' ')"
+stamp="$(cat requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1) ${packages}$(.venv/bin/python --version 2>&1)"
 if [ -f .venv/.setup-stamp ] && [ "$(cat .venv/.setup-stamp)" = "$stamp" ]; then
     echo "setup: .venv up to date"
     exit 0
