@@ -1,0 +1,336 @@
+"""app_support: the UI-free logic behind the app's pages (no Streamlit here)."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import numpy as np
+import pytest
+
+from app_support import calibration, concepts, exporting, inspection, preview, prompt_sets, settings
+from app_support import sets as set_ops
+from app_support.runtime import bundle_lock
+from itd_core.erasure_config import ErasureConfig
+from itd_core.errors import ItdError
+
+CRUISE = ["A portrait of Tom Cruise", "Tom Cruise in an official photo", "Tom Cruise at a public event"]
+RETAIN = ["a red circle", "a dog in a park", "a blue square"]
+
+
+# --------------------------------------------------------------------------- settings
+
+def test_default_spec_is_the_demo_and_env_overrides_it():
+    assert settings.default_spec({}).model == "demo"
+    spec = settings.default_spec({"ITD_APP_MODEL": "/m", "ITD_APP_SAE": "/s", "ITD_APP_LAYER": "1", "ITD_APP_DTYPE": "bf16"})
+    assert (spec.model, spec.sae, spec.layer, spec.dtype) == ("/m", "/s", "1", "bf16")
+    with pytest.raises(ItdError, match="sae_format"):
+        settings.default_spec({"ITD_APP_SAE_FORMAT": "pickle"})
+
+
+def test_spec_from_form_checks_input():
+    with pytest.raises(ItdError, match="give a model"):
+        settings.spec_from_form(" ", "", "", "auto", "", "cpu", "fp32")
+    with pytest.raises(ItdError, match="an SAE is needed"):
+        settings.spec_from_form("/some/folder", " ", "", "auto", "", "cpu", "fp32")
+    spec = settings.spec_from_form(" demo ", "", "", "auto", " ", "", "fp32")
+    assert spec.is_demo and spec.layer is None and spec.device == "cpu"
+
+
+def test_sets_folder_is_per_sae(tmp_path):
+    folder = settings.sets_folder("ab" * 32, {"ITD_SETS_DIR": str(tmp_path)})
+    assert folder == tmp_path / ("ab" * 8)
+    assert settings.sets_folder("cd" * 32, {"ITD_CACHE_DIR": str(tmp_path)}) == tmp_path / "sets" / ("cd" * 8)
+
+
+def test_bundle_lock_is_one_per_bundle():
+    class Bundle:
+        pass
+
+    a, b = Bundle(), Bundle()
+    assert bundle_lock(a) is bundle_lock(a)
+    assert bundle_lock(a) is not bundle_lock(b)
+
+
+# --------------------------------------------------------------------------- inspection
+
+def test_inspection_matches_the_sae_codes(tiny_bundle):
+    result = inspection.inspect_prompts(tiny_bundle.adapter, tiny_bundle.sae, ["a red circle", "a dog"])
+    first = result[0]
+    assert [inspection.display_token(t) for t in first.tokens] == ["a", "red", "circle", "<|endoftext|>"]
+    assert first.positions == [1, 2, 3, 4] and first.special == [False, False, False, True]
+    activations = tiny_bundle.adapter.capture(["a red circle"])
+    code = tiny_bundle.sae.encode(activations[:, 1:5])
+    np.testing.assert_array_equal(first.indices, code.indices[0].numpy())
+    features = first.top_features(5)
+    matrix = first.matrix(features)
+    assert matrix.shape == (5, 4)
+    peaks = first.peaks()
+    assert np.allclose(matrix.max(1), [peaks[f] for f in features])
+    assert sorted(peaks.values(), reverse=True)[:5] == [peaks[f] for f in features]
+    assert len(set(first.token_labels())) == 4
+    padded = inspection.inspect_prompts(tiny_bundle.adapter, tiny_bundle.sae, ["a red circle"], include_padding=True)[0]
+    assert len(padded.tokens) == tiny_bundle.adapter.max_length - 1
+
+
+def test_inspection_rejects_empty_prompts(tiny_bundle):
+    with pytest.raises(ItdError, match="prompt 2 is empty"):
+        inspection.inspect_prompts(tiny_bundle.adapter, tiny_bundle.sae, ["a cat", "  "])
+    with pytest.raises(ItdError, match="at least one"):
+        inspection.inspect_prompts(tiny_bundle.adapter, tiny_bundle.sae, [])
+
+
+def test_compare_splits_top_n_sets(tiny_bundle):
+    a, b = inspection.inspect_prompts(tiny_bundle.adapter, tiny_bundle.sae, ["a red circle", "a red square"])
+    result = inspection.compare(a, b, top_n=6)
+    top_a, top_b = set(a.top_features(6)), set(b.top_features(6))
+    assert {f for f, _, _ in result.shared} == top_a & top_b
+    assert {f for f, _, _ in result.only_a} == top_a - top_b
+    assert {f for f, _, _ in result.only_b} == top_b - top_a
+    assert 0 <= result.jaccard <= 1
+    assert inspection.compare(a, a, 6).jaccard == 1.0
+
+
+# --------------------------------------------------------------------------- sets
+
+@pytest.fixture()
+def store(tmp_path, tiny_bundle):
+    return set_ops.SetStore(tmp_path / "sets", tiny_bundle.new_erasure_config)
+
+
+def test_set_changes_are_saved_and_undone(store):
+    name = store.ensure()
+    editor = set_ops.SetEditor(store, {})
+    editor.change(name, lambda c: set_ops.add_features(c, "cruise", [3, 5, 3], strength=-4, labels={5: "Cruise"}, prompts=CRUISE))
+    on_disk = ErasureConfig.load(store.path(name))
+    assert [(f.id, f.strength, f.label) for f in on_disk.concepts[0].features] == [(3, -4, ""), (5, -4, "Cruise")]
+    editor.change(name, lambda c: set_ops.set_threshold(c, "cruise", 0.5))
+    editor.change(name, lambda c: set_ops.add_features(c, "cruise", [7]))
+    assert store.load(name).concept("cruise").threshold is None, "new features clear the threshold"
+    editor.change(name, lambda c: set_ops.remove_features(c, "cruise", [3]))
+    assert [f.id for f in store.load(name).concepts[0].features] == [5, 7]
+    editor.undo(name)
+    assert [f.id for f in store.load(name).concepts[0].features] == [3, 5, 7]
+    editor.undo(name)
+    assert store.load(name).concept("cruise").threshold == 0.5
+    editor.undo(name)
+    assert store.load(name).concept("cruise").threshold is None
+    assert [f.id for f in store.load(name).concepts[0].features] == [3, 5]
+    editor.undo(name)
+    assert store.load(name).concepts == []
+    assert not editor.can_undo(name)
+    with pytest.raises(ItdError, match="nothing to undo"):
+        editor.undo(name)
+
+
+def test_no_op_changes_leave_no_history(store):
+    name = store.ensure()
+    editor = set_ops.SetEditor(store, {})
+    editor.change(name, lambda c: c)
+    assert not editor.can_undo(name)
+
+
+def test_removing_the_last_feature_removes_the_concept(store):
+    name = store.ensure()
+    editor = set_ops.SetEditor(store, {})
+    editor.change(name, lambda c: set_ops.add_features(c, "x", [1]))
+    editor.change(name, lambda c: set_ops.remove_features(c, "x", [1]))
+    assert store.load(name).concepts == []
+
+
+def test_feature_rows_from_the_table_editor(store):
+    name = store.ensure()
+    editor = set_ops.SetEditor(store, {})
+    editor.change(name, lambda c: set_ops.set_threshold(set_ops.add_features(c, "x", [1, 2, 3]), "x", 0.1))
+    editor.change(name, lambda c: set_ops.apply_feature_rows(c, "x", [
+        {"id": 1, "strength": -8, "label": " one ", "remove": False},
+        {"id": 2, "strength": -8, "label": "", "remove": True},
+        {"id": 3, "strength": -8, "label": "three"},
+    ]))
+    concept = store.load(name).concept("x")
+    assert [(f.id, f.label) for f in concept.features] == [(1, "one"), (3, "three")]
+    assert concept.threshold is None
+    editor.change(name, lambda c: set_ops.set_threshold(c, "x", 0.2))
+    editor.change(name, lambda c: set_ops.set_label(c, 3, "trois"))
+    assert store.load(name).concept("x").threshold == 0.2, "labels do not change scores"
+    editor.change(name, lambda c: set_ops.set_strength(c, "x", -2.0))
+    assert {f.strength for f in store.load(name).concept("x").features} == {-2.0}
+    assert store.load(name).concept("x").threshold is None
+
+
+def test_bad_changes_are_refused_and_leave_the_file(store):
+    name = store.ensure()
+    before = store.path(name).read_text()
+    with pytest.raises(ItdError, match="out of range"):
+        store.update(name, lambda c: set_ops.add_features(c, "x", [10_000]))
+    with pytest.raises(ItdError, match="no concept"):
+        store.update(name, lambda c: set_ops.remove_concept(c, "nope"))
+    with pytest.raises(ItdError, match="name"):
+        store.update(name, lambda c: set_ops.add_features(c, "  ", [1]))
+    assert store.path(name).read_text() == before
+
+
+def test_several_named_sets(store):
+    store.ensure()
+    store.create("celebrities")
+    with pytest.raises(ItdError, match="exists"):
+        store.create("celebrities")
+    for bad in ("", "../x", ".hidden", "a/b", "x" * 65):
+        with pytest.raises(ItdError, match="bad set name"):
+            store.create(bad)
+    store.rename("celebrities", "people")
+    assert store.names() == ["default", "people"]
+    trash = store.delete("people")
+    assert trash.is_file() and store.names() == ["default"]
+
+
+def test_two_sessions_never_lose_each_others_changes(store):
+    """Concurrent read-modify-writes of one set (two browser sessions): every change lands, the file stays valid."""
+    name = store.ensure()
+    errors = []
+
+    def session(offset: int) -> None:
+        editor = set_ops.SetEditor(store, {})
+        try:
+            for i in range(15):
+                editor.change(name, lambda c, f=offset + i: set_ops.add_features(c, f"concept {offset}", [f]))
+        except Exception as error:  # noqa: BLE001
+            errors.append(error)
+
+    threads = [threading.Thread(target=session, args=(offset,)) for offset in (0, 100)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    config = ErasureConfig.load(store.path(name))
+    assert sorted(f.id for c in config.concepts for f in c.features) == [*range(15), *range(100, 115)]
+    assert not list(store.folder.glob("*.tmp")), "no temp files left behind"
+
+
+def test_labels_summary_and_description(store):
+    name = store.ensure()
+    before = store.load(name)
+    _, after = store.update(name, lambda c: set_ops.add_features(c, "x", [1, 2], labels={2: "two"}))
+    assert set_ops.labels(after) == {2: "two"}
+    assert set_ops.concepts_of(after, 1) == ["x"]
+    assert set_ops.summary(after)[0]["features"] == 2
+    assert "added concept 'x'" in set_ops.describe_change(before, after)
+
+
+# --------------------------------------------------------------------------- concepts and prompt sets
+
+def test_concept_prompts():
+    assert concepts.concept_prompts("name or word", " Tom   Cruise ")[0] == "A portrait of Tom Cruise"
+    assert concepts.concept_prompts("prompts", "a\n\n b ") == ["a", "b"]
+    with pytest.raises(ItdError):
+        concepts.concept_prompts("name or word", " ")
+    with pytest.raises(ItdError):
+        concepts.concept_prompts("prompts", "\n")
+    assert concepts.default_name("prompts", "\nfirst prompt\nsecond") == "first prompt"
+
+
+def test_shipped_prompt_sets_are_offered():
+    sets = prompt_sets.available_prompt_sets(is_demo=False)
+    assert all(s.prompts for s in sets.values())
+    assert prompt_sets.combine(sets, [], "x\ny\nx") == ["x", "y"]
+    if any("celebrity_remain" in n for n in sets):
+        assert "celebrity_remain" in prompt_sets.default_retain(sets)[0]
+        presets = prompt_sets.concept_presets(is_demo=False)
+        assert all(len(p) >= 1 for p in presets.values())
+
+
+# --------------------------------------------------------------------------- calibration
+
+def _calibrated_config(bundle):
+    from itd_core.concept import select_concept
+
+    config = bundle.new_erasure_config()
+    selection = select_concept(bundle.adapter, bundle.sae, "cruise", CRUISE, RETAIN, top_n=8)
+    return set_ops.add_features(config, "cruise", selection.feature_ids, prompts=CRUISE)
+
+
+def test_scores_thresholds_and_the_live_box(tiny_bundle):
+    config = _calibrated_config(tiny_bundle)
+    deactivator = calibration.scoring_deactivator(config, tiny_bundle.sae)
+    target = calibration.score_prompts(tiny_bundle.adapter, deactivator, CRUISE)[:, 0]
+    retain = calibration.score_prompts(tiny_bundle.adapter, deactivator, RETAIN)[:, 0]
+    np.testing.assert_allclose(target, deactivator.scores(tiny_bundle.adapter.capture(CRUISE))[:, 0].numpy(), rtol=1e-6)
+    scores = calibration.ConceptScores("cruise", target, retain)
+    threshold = calibration.choose_threshold(scores, "paper")
+    assert threshold == pytest.approx(0.99 * target.min())
+    measured = calibration.report(scores, threshold)
+    assert measured.tpr == 1.0 and measured.n_retain == 3
+    assert calibration.report(scores, calibration.choose_threshold(scores, "fpr", target_fpr=0.0)).fpr_retain == 0.0
+    assert calibration.choose_threshold(scores, "manual", manual=0.25) == 0.25
+    with pytest.raises(ItdError):
+        calibration.choose_threshold(scores, "manual")
+    assert 0.0 <= scores.auc() <= 1.0
+
+    config = set_ops.set_threshold(config, "cruise", threshold, measured.calibration_info("paper", ["typed"]))
+    verdict = calibration.classify(tiny_bundle.adapter, tiny_bundle.sae, config, CRUISE[0])
+    assert verdict.edited and verdict.triggered == ["cruise"]
+    assert verdict.rows[0]["score"] == pytest.approx(target[0], rel=1e-5)
+    with pytest.raises(ItdError, match="type a prompt"):
+        calibration.classify(tiny_bundle.adapter, tiny_bundle.sae, config, " ")
+    assert calibration.features_hash(config) == calibration.features_hash(set_ops.set_threshold(config, "cruise", 1.0))
+    assert calibration.histogram_frame(scores)["group"].count("target") == 3
+
+
+def test_scoring_needs_concepts(tiny_bundle):
+    with pytest.raises(ItdError, match="no concepts"):
+        calibration.scoring_deactivator(tiny_bundle.new_erasure_config(), tiny_bundle.sae)
+
+
+# --------------------------------------------------------------------------- preview
+
+def test_seeds_and_grid():
+    assert preview.parse_seeds("0, 1, 5-7, 1") == [0, 1, 5, 6, 7]
+    for bad in ("", "a", "-1", "3-1", "0-99"):
+        with pytest.raises(ItdError):
+            preview.parse_seeds(bad)
+    assert preview.grid(["a", " ", "b"], [0, 1]) == [("a", 0), ("a", 1), ("b", 0), ("b", 1)]
+    with pytest.raises(ItdError):
+        preview.grid([" "], [0])
+    with pytest.raises(ItdError, match="at most"):
+        preview.grid(["p"] * 40, [0])
+    assert preview.cpu_default_size(64) == 64 and preview.cpu_default_size(512) == 256
+    assert preview.generation_model_id("m", "model default") == "m" != preview.generation_model_id("m", "DDIM")
+
+
+def test_scheduler_swap_is_restored(tiny_pipeline_dir):
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(tiny_pipeline_dir)
+    original = pipe.scheduler
+    with preview.scheduler(pipe, "Euler"):
+        assert type(pipe.scheduler).__name__ == "EulerDiscreteScheduler"
+    assert pipe.scheduler is original
+    with pytest.raises(ItdError, match="unknown scheduler"):
+        with preview.scheduler(pipe, "nope"):
+            pass
+
+
+# --------------------------------------------------------------------------- export / import
+
+def test_export_and_import_round_trip(tiny_bundle, tmp_path):
+    config = set_ops.add_features(tiny_bundle.new_erasure_config(), "cruise", [4, 9], labels={4: "Cruise"})
+    lists = exporting.feature_lists(config, "default")
+    assert lists["lists"][0]["features"][0] == {"modelId": config.model.id_or_path, "layer": config.model.layer, "index": 4,
+                                                "description": "Cruise", "strength": -8.0}
+    snippet = exporting.python_snippet(config, "default.json")
+    compile(snippet, "snippet", "exec")
+    assert "apply_erasure(pipe, config)" in snippet
+
+    report = exporting.read_import(config.to_json().encode(), tiny_bundle)
+    assert report.matches and report.rows()[0]["features"] == 2
+    other = json.loads(config.to_json())
+    other["sae"]["sha256"] = "0" * 64
+    mismatch = exporting.read_import(json.dumps(other).encode(), tiny_bundle)
+    assert not mismatch.matches and "fingerprint" in mismatch.problems[0]
+    with pytest.raises(ItdError, match="not a JSON"):
+        exporting.read_import(b"\xff not json", tiny_bundle)
+    with pytest.raises(ItdError, match="schema_version"):
+        exporting.read_import(b"{}", tiny_bundle)
+    assert exporting.suggest_set_name("my set (1).json", ["my set _1"]) == "my set _1 2"
+    assert exporting.suggest_set_name("...json", []) == "imported"
