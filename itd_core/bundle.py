@@ -88,6 +88,21 @@ def _load_text_encoder(folder: Path):
     return text_encoder, tokenizer
 
 
+def load_adapter(spec: BundleSpec) -> tuple[TextEncoderAdapter, Path | None]:
+    """The text encoder, tokenizer and hooked layer of a bundle (no SAE: enough to train one)."""
+    if spec.is_demo:
+        from shapesworld import demo
+
+        text_encoder, tokenizer = demo.load_text_encoder_and_tokenizer()
+        layer, model_path = spec.layer or demo.HOOK_LAYER, None
+    else:
+        model_path = resolve_model_path(spec.model)
+        text_encoder, tokenizer = _load_text_encoder(model_path)
+        layer = spec.layer or PAPER_CLIP_LAYER
+    adapter = TextEncoderAdapter(text_encoder, tokenizer, layer).to(device=spec.device, dtype=parse_dtype(spec.dtype))
+    return adapter, model_path
+
+
 def sae_location(sae: str, subfolder: str | None = None) -> Path:
     """A local SAE folder for a reference: 'demo', a folder, or a hub repo (+ subfolder)."""
     if sae == DEMO:
@@ -117,24 +132,12 @@ class ModelBundle:
         from itd_core.sae_io import detect_format, load_sae
 
         spec = (spec or BundleSpec()).model_copy(update=overrides)
-        dtype = parse_dtype(spec.dtype)
-        if spec.is_demo:
-            from shapesworld import demo
-
-            text_encoder, tokenizer = demo.load_text_encoder_and_tokenizer()
-            layer = spec.layer or demo.HOOK_LAYER
-            sae_path = sae_location(spec.sae or DEMO, spec.sae_subfolder)
-            model_path = None
-        else:
-            if spec.sae is None:
-                raise ItdError("an SAE is needed for a model other than the demo: give --sae FOLDER (or a hub repo with --sae-subfolder)")
-            model_path = resolve_model_path(spec.model)
-            text_encoder, tokenizer = _load_text_encoder(model_path)
-            layer = spec.layer or PAPER_CLIP_LAYER
-            sae_path = sae_location(spec.sae, spec.sae_subfolder)
+        if not spec.is_demo and spec.sae is None:
+            raise ItdError("an SAE is needed for a model other than the demo: give --sae FOLDER (or a hub repo with --sae-subfolder)")
+        adapter, model_path = load_adapter(spec)
+        sae_path = sae_location(spec.sae or DEMO, spec.sae_subfolder)
         sae_format = detect_format(sae_path) if spec.sae_format == "auto" else spec.sae_format
-        sae = load_sae(sae_path, format=sae_format, dtype=dtype, device=spec.device)
-        adapter = TextEncoderAdapter(text_encoder, tokenizer, layer).to(device=spec.device, dtype=dtype)
+        sae = load_sae(sae_path, format=sae_format, dtype=parse_dtype(spec.dtype), device=spec.device)
         return cls(spec, adapter, sae, model_path, sae_path, sae_format)
 
     @property

@@ -103,23 +103,15 @@ def cmd_sae_train(args) -> None:
     from itd_core.prompts import read_prompt_files
     from itd_core.training import TrainingConfig, train_sae_from_prompts
 
-    bundle = _bundle_from_args(args) if args.bundle != "demo" or args.sae else None
-    adapter = bundle.adapter if bundle else _demo_adapter(args)
+    from itd_core.bundle import BundleSpec, load_adapter
+
+    adapter, _ = load_adapter(BundleSpec(model=args.bundle, layer=args.layer, device=args.device, dtype=args.dtype))
     prompts = read_prompt_files(args.prompts)
     _report_truncation(adapter, prompts)
     config = TrainingConfig(n_latents=args.latents, k=args.k, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
                             **({"steps": args.steps} if args.steps else {}))
     sae, metrics = train_sae_from_prompts(adapter, prompts, args.output, config, cache_dir=args.cache_dir)
     _emit(args, {"output": str(args.output), "metrics": metrics}, f"trained SAE saved to {args.output}\n" + json.dumps(metrics, indent=2, default=str))
-
-
-def _demo_adapter(args):
-    """The demo's text encoder alone: training a new demo SAE needs no existing SAE."""
-    from itd_core.encoders import TextEncoderAdapter
-    from shapesworld import demo
-
-    text_encoder, tokenizer = demo.load_text_encoder_and_tokenizer()
-    return TextEncoderAdapter(text_encoder, tokenizer, args.layer or demo.HOOK_LAYER).to(device=args.device, dtype=args.dtype)
 
 
 # --------------------------------------------------------------------------- concept
