@@ -25,10 +25,7 @@ training data.
 
 Several processes: under ``accelerate launch --num_processes N`` each process encodes a contiguous,
 disjoint slice of the prompts and writes its own shards (rank in the file name); the main process
-writes the manifest after ``wait_for_everyone()``. Example (2 CPU processes)::
-
-    accelerate launch --cpu --num_processes 2 --num_machines 1 --mixed_precision no \\
-        --dynamo_backend no my_script.py      # my_script.py calls build_activation_cache(...)
+writes the manifest after ``wait_for_everyone()``. Commands are in :mod:`itd_core.training`.
 """
 
 from __future__ import annotations
@@ -122,11 +119,20 @@ def _build_key(identity: dict, phash: str, n_prompts: int, shard_tokens: int, wo
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
+def use_cpu_processes() -> bool:
+    """Whether accelerate should run CPU processes (gloo): asked for with ``ACCELERATE_USE_CPU=true``,
+    or no accelerator device is present. accelerate only forms a multi-process CPU group when told so."""
+    if os.environ.get("ACCELERATE_USE_CPU", "").strip().lower() in {"1", "true", "yes"}:
+        return True
+    return not torch.accelerator.is_available()
+
+
 def _distributed_state():
-    """accelerate's process state (a plain single process when not launched by ``accelerate launch``)."""
+    """accelerate's process state (a plain single process when not launched by ``accelerate launch``
+    or ``torch.distributed.run``)."""
     from accelerate import PartialState
 
-    return PartialState()
+    return PartialState(cpu=use_cpu_processes())
 
 
 def _rank_slice(n_prompts: int, rank: int, world_size: int) -> tuple[int, int]:
