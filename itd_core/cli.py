@@ -401,6 +401,11 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("-o", "--output", required=True)
     _add_json(generate)
     generate.set_defaults(handler=cmd_generate)
+
+    # `itd index ...` lives in the feature_index package; this is the one place the CLI assembles both.
+    from feature_index.cli import add_index_commands
+
+    add_index_commands(commands)
     return parser
 
 
