@@ -1,0 +1,74 @@
+"""ItD Explorer: the Streamlit app (``streamlit run app.py``).
+
+This file is the ``st.navigation`` entrypoint and the shared frame: the sidebar's Model & SAE
+form and status on every page; the pages themselves are UI only (``pages/``), their logic is in
+``app_support`` and ``itd_core``. Defaults come from environment variables
+(:mod:`app_support.settings`: ``ITD_APP_MODEL``, ``ITD_APP_SAE``, ``ITD_APP_LAYER``, ``ITD_SETS_DIR``, ...);
+with none set, the app opens the ShapesWorld demo.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import streamlit as st  # noqa: E402
+
+from pages import common  # noqa: E402
+
+st.set_page_config(page_title="ItD Explorer", page_icon="🧽", layout="wide")
+
+PAGES = {
+    "Explore": [
+        st.Page(common.PAGES["model"], title="Model & SAE", icon="🧩", default=True),
+        st.Page(common.PAGES["inspector"], title="Token inspector", icon="🔎"),
+        st.Page(common.PAGES["dashboard"], title="Feature dashboard", icon="📊"),
+        st.Page(common.PAGES["concepts"], title="Concept search", icon="🧭"),
+        st.Page(common.PAGES["map"], title="Feature map", icon="🗺️"),
+    ],
+    "Erase": [
+        st.Page(common.PAGES["set"], title="Deactivation set", icon="🧺"),
+        st.Page(common.PAGES["calibration"], title="Classifier calibration", icon="🎚️"),
+        st.Page(common.PAGES["preview"], title="Preview", icon="🖼️"),
+        st.Page(common.PAGES["export"], title="Export / import", icon="📦"),
+    ],
+}
+
+
+def bundle_status() -> None:
+    """What is loaded (or why not), and the deactivation set in use."""
+    loaded = common.try_bundle()
+    if loaded is None:
+        st.error(f"Not loaded: {common.load_error() or 'see the page'}")
+        return
+    info = loaded.describe()
+    st.success(f"**{'ShapesWorld demo' if loaded.spec.is_demo else info['model']}** · layer `{info['layer']}`")
+    st.caption(f"SAE {info['n_latents']:,} features, k={info['k']} ({info['sae_format']}) · "
+               f"{info['device']}/{info['dtype']} · fingerprint `{info['fingerprint'][:12]}`")
+    with common.guard():
+        names = common.store(loaded).names()
+        current = common.current_set_name(loaded)
+        names = names if current in names else [*names, current]
+        st.session_state["w.sb.set"] = current  # the widget follows the session's own key
+        st.selectbox("Deactivation set", names, key="w.sb.set", on_change=lambda: common.select_set(st.session_state["w.sb.set"]),
+                     help="several named sets per SAE; manage them on the Deactivation set page")
+        config = common.store(loaded).load(current)
+        n_features = sum(len(c.features) for c in config.concepts)
+        st.caption(f"{len(config.concepts)} concept(s), {n_features} feature(s) · autosaved")
+
+
+navigation = st.navigation(PAGES)
+with st.sidebar:
+    common.bundle_form("sb")
+status_box = st.sidebar.container()
+try:
+    navigation.run()
+finally:
+    with status_box:
+        bundle_status()

@@ -1,0 +1,130 @@
+"""Classifier calibration: score distributions of target, retain and general prompts, ROC, threshold by rule, live box."""
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+
+from app_support import sets as set_ops
+from app_support.calibration import ConceptScores, choose_threshold, features_hash, report
+from app_support.prompt_sets import available_prompt_sets, combine, default_retain, lines
+from itd_core.errors import ItdError
+from pages import common
+
+K_SCORES = "itd.calib.scores"
+RULES = {"paper": "Paper: 0.99 x lowest target score", "fpr": "False-positive rate on the retain set", "manual": "By hand"}
+
+st.title("Classifier calibration")
+st.caption("ItD edits a prompt only when its score for a concept (the error of the concept-deactivated SAE reconstruction) "
+           "reaches the concept's threshold. Pick the threshold here; it is saved in the set.")
+
+loaded = common.bundle()
+key = common.bundle_key(loaded)
+set_name, config = common.current_set(loaded)
+if not config.concepts:
+    st.info(f"Set {set_name!r} has no concepts yet: add features on the Concept search page first.")
+    st.stop()
+
+names = [c.name for c in config.concepts]
+concept_name = common.keep("itd.calib.concept", st.selectbox("Concept", names, key=common.remember("itd.calib.concept", names[0], names)) )
+if concept_name not in names:
+    concept_name = names[0]
+concept = config.concept(concept_name)
+column = names.index(concept_name)
+fhash = features_hash(config)
+
+sets = available_prompt_sets(loaded.spec.is_demo)
+t_col, r_col, g_col = st.columns(3)
+with t_col:
+    st.markdown("**Target prompts** (contain the concept)")
+    target_text = st.text_area("One per line", value="\n".join(concept.prompts), key=f"w.calib.target.{concept_name}", height=160,
+                               help="default: the prompts the concept's features were selected from")
+with r_col:
+    st.markdown("**Retain prompts** (must stay untouched)")
+    retain_default = default_retain(sets)
+    retain_sets = common.keep("itd.calib.retain_sets", st.multiselect("Shipped sets", list(sets), format_func=lambda n: f"{n} ({len(sets[n].prompts):,})", key=common.remember("itd.calib.retain_sets", retain_default, sets)))
+    retain_text = common.keep("itd.calib.retain_typed", st.text_area("More, one per line", key=common.remember("itd.calib.retain_typed", ""), height=68))
+with g_col:
+    st.markdown("**General prompts** (anything else to watch)")
+    general_sets = common.keep("itd.calib.general_sets", st.multiselect("Shipped sets ", list(sets), format_func=lambda n: f"{n} ({len(sets[n].prompts):,})", key=common.remember("itd.calib.general_sets", [], sets)))
+    general_text = common.keep("itd.calib.general_typed", st.text_area("More, one per line ", key=common.remember("itd.calib.general_typed", ""), height=68))
+
+if st.button("Score the prompts", type="primary", key="calib.score"):
+    with common.guard():
+        target, retain, general = lines(target_text), combine(sets, retain_sets, retain_text), combine(sets, general_sets, general_text)
+        if not target:
+            raise ItdError("type at least one target prompt (a prompt that contains the concept)")
+        if not retain:
+            raise ItdError("the retain set is empty: pick a shipped set or type prompts that must stay untouched")
+        with st.spinner(f"Scoring {len(target) + len(retain) + len(general)} prompts…"):
+            matrix = {group: common.scores(loaded, key, fhash, config, tuple(prompts)) for group, prompts in
+                      (("target", target), ("retain", retain), ("general", general))}
+        st.session_state[K_SCORES] = {
+            "key": key, "features": fhash, "names": names,
+            "groups": {g: m.tolist() for g, m in matrix.items()},
+            "sets": (retain_sets + (["typed retain prompts"] if lines(retain_text) else [])) or ["typed retain prompts"],
+        }
+
+stored = st.session_state.get(K_SCORES)
+if not stored or stored["key"] != key or stored["features"] != fhash or stored["names"] != names:
+    st.info("Press **Score the prompts** to see the distributions (scores are cached: a second time is instant).")
+else:
+    groups = {g: np.asarray(m, dtype=float).reshape(-1, len(names)) for g, m in stored["groups"].items()}
+    scores = ConceptScores(concept_name, groups["target"][:, column], groups["retain"][:, column], groups["general"][:, column])
+
+    st.subheader("Threshold")
+    rule = common.keep("itd.calib.rule", st.radio("Rule", list(RULES), format_func=RULES.get, horizontal=True, key=common.remember("itd.calib.rule", "paper")))
+    target_fpr = manual = None
+    with common.guard():
+        if rule == "fpr":
+            target_fpr = st.slider("Allowed false-positive rate on the retain prompts", 0.0, 0.5, 0.01, 0.005, key="w.calib.fpr")
+        elif rule == "manual":
+            start = float(concept.threshold if concept.threshold is not None else np.median(scores.target))
+            manual = st.number_input("Threshold", value=start, format="%.6g", key=f"w.calib.manual.{concept_name}")
+        threshold = choose_threshold(scores, rule, target_fpr=target_fpr, manual=manual)
+        measured = report(scores, threshold)
+        m1, m2, m3, m4, m5 = st.columns(5)
+        m1.metric("Threshold", f"{threshold:.6g}")
+        m2.metric("TPR (targets edited)", "–" if measured.tpr is None else f"{measured.tpr:.1%}")
+        m3.metric("FPR retain", "–" if measured.fpr_retain is None else f"{measured.fpr_retain:.1%}")
+        m4.metric("FPR general", "–" if measured.fpr_general is None else f"{measured.fpr_general:.1%}")
+        auc = scores.auc()
+        m5.metric("ROC AUC", "–" if auc is None else f"{auc:.3f}")
+
+        hist, roc = st.columns([3, 2])
+        figure = go.Figure()
+        for group, values, colour in (("target", scores.target, "#d62728"), ("retain", scores.retain, "#1f77b4"), ("general", scores.general, "#7f7f7f")):
+            if len(values):
+                figure.add_trace(go.Histogram(x=values, name=f"{group} ({len(values)})", opacity=0.6, marker_color=colour, nbinsx=40))
+        figure.add_vline(x=threshold, line_dash="dash", annotation_text="threshold")
+        figure.update_layout(barmode="overlay", height=340, margin={"l": 10, "r": 10, "t": 30, "b": 10}, xaxis_title="ItD score", yaxis_title="prompts")
+        hist.plotly_chart(figure, key="calib.hist")
+        fpr, tpr, _ = scores.roc()
+        curve = go.Figure(go.Scatter(x=np.r_[0, fpr, 1], y=np.r_[0, tpr, 1], mode="lines", name="ROC"))
+        point_fpr = float((scores.non_target >= threshold).mean()) if scores.non_target.size else 0.0
+        curve.add_trace(go.Scatter(x=[point_fpr], y=[measured.tpr or 0.0], mode="markers", marker_size=12, name="threshold"))
+        curve.update_layout(height=340, margin={"l": 10, "r": 10, "t": 30, "b": 10}, xaxis_title="false-positive rate (retain + general)",
+                            yaxis_title="true-positive rate", xaxis_range=[0, 1], yaxis_range=[0, 1.02], showlegend=False)
+        roc.plotly_chart(curve, key="calib.roc")
+
+        if st.button(f"Save this threshold for {concept_name!r}", type="primary", key="calib.save"):
+            info = measured.calibration_info(rule, stored["sets"], target_fpr)
+            common.change_set(loaded, lambda c: set_ops.set_threshold(c, concept_name, threshold, info),
+                              f"threshold of {concept_name!r} set to {threshold:.6g} ({rule} rule, saved)")
+    current = "not calibrated" if concept.threshold is None else f"{concept.threshold:.6g}"
+    st.caption(f"Saved threshold of {concept_name!r}: {current}.")
+
+st.subheader("Try a prompt")
+prompt = common.keep("itd.calib.live", st.text_input("Any prompt", key=common.remember("itd.calib.live", ""), placeholder="type a prompt and press Enter"))
+if prompt.strip():
+    with common.guard():
+        from app_support.calibration import classify
+
+        with common.using(loaded):
+            verdict = classify(loaded.adapter, loaded.sae, config, prompt)
+        if verdict.edited:
+            st.error(f"**edited**: triggers {', '.join(map(repr, verdict.triggered))}", icon="✂️")
+        else:
+            st.success("**untouched**: passes through bit-exactly", icon="✅")
+        st.dataframe([{**row, "triggers": {True: "yes", False: "no", None: "not calibrated"}[row["triggers"]]} for row in verdict.rows], hide_index=True)
+        if verdict.truncated:
+            st.warning("The prompt is longer than the encoder's window: it was truncated, as the pipeline does.")

@@ -1,0 +1,114 @@
+"""Feature map: the SAE's decoder directions in 2-D (UMAP, or PCA as a quick preview), coloured by frequency,
+by a concept's activation, or by list / set membership; select points to open dashboards or add them to the set."""
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+
+from app_support import sets as set_ops
+from app_support.prompt_sets import lines
+from itd_core.deactivation import PAPER_STRENGTH
+from pages import common
+
+MAX_POINTS = 100_000  # drawn at once; above that a seeded sample (plus the set's features)
+
+st.title("Feature map")
+loaded = common.bundle()
+handle = common.feature_index(loaded)
+index = handle.index
+if index is None:
+    common.index_builder(loaded, handle, key="map")
+    st.stop()
+
+with common.guard():
+    feature_map = index.feature_map("umap")
+    method = "umap"
+    if feature_map is None:
+        feature_map, method = index.feature_map("pca"), "pca"
+
+c1, c2 = st.columns(2)
+if c1.button("Compute the PCA map (seconds)", key="map.pca", disabled=method == "pca" and feature_map is not None):
+    with common.guard(), st.spinner("PCA of the decoder directions…"), common.using(loaded):
+        index.feature_map("pca", compute=True)
+        st.rerun()
+if c2.button("Compute the UMAP map (minutes at 524k; the first use compiles numba for ~30 s)", key="map.umap", disabled=method == "umap" and feature_map is not None):
+    bar = st.progress(0.0, text="UMAP…")
+    with common.guard(), common.using(loaded):
+        index.feature_map("umap", compute=True, progress=lambda stage, done, total: bar.progress(min(done / max(total, 1), 1.0), text=f"{stage}: {done}/{total}"))
+        st.rerun()
+if feature_map is None:
+    st.info("No feature map yet: compute one above (PCA is instant, UMAP is the real map).")
+    if not handle.has_stats:
+        common.index_builder(loaded, handle, key="map")
+    st.stop()
+
+set_name, config = common.current_set(loaded)
+names = common.labels(loaded)
+n = feature_map.coords.shape[0]
+modes = ["deactivation set", "frequency", "concept activation", "feature list"]
+mode = common.keep("itd.map.mode", st.radio("Colour by", modes, horizontal=True, key=common.remember("itd.map.mode", modes[0])))
+colour = np.zeros(n, dtype=np.float32)
+colour_title = ""
+with common.guard():
+    if mode == "frequency":
+        if handle.has_stats:
+            colour = np.log10(np.asarray(index.frequencies(), dtype=np.float64) + 1e-7).astype(np.float32)
+            colour_title = "log10 frequency"
+        else:
+            common.index_builder(loaded, handle, key="map")
+    elif mode == "concept activation":
+        concepts = {c.name: c.prompts for c in config.concepts if c.prompts}
+        source = st.selectbox("Concept", [*concepts, "typed prompts"], key="w.map.concept")
+        prompts = lines(st.text_area("Prompts", key="w.map.prompts", height=68)) if source == "typed prompts" else concepts[source]
+        if prompts:
+            with common.using(loaded):
+                colour = np.asarray(index.concept_activations(prompts), dtype=np.float32)
+            colour_title = "peak activation"
+    elif mode == "feature list":
+        list_names = index.lists.names()
+        if not list_names:
+            st.info("No feature lists yet: select points below and add them to a list.")
+        else:
+            chosen = st.selectbox("List", list_names, key="w.map.list")
+            colour = np.asarray(index.lists.membership(chosen), dtype=np.float32)
+            colour_title = "in list"
+    if mode == "deactivation set":
+        for c in config.concepts:
+            for f in c.features:
+                colour[f.id] = 1.0
+        colour_title = f"in set {set_name!r}"
+
+shown = np.arange(n)
+if n > MAX_POINTS:
+    rng = np.random.default_rng(0)
+    shown = np.union1d(rng.choice(n, MAX_POINTS, replace=False), np.flatnonzero(colour > 0))
+coords = feature_map.coords[shown]
+hover = [common.feature_name(int(f), names) for f in shown]
+figure = go.Figure(go.Scattergl(
+    x=coords[:, 0], y=coords[:, 1], mode="markers", customdata=shown, text=hover,
+    marker={"size": 4, "color": colour[shown], "colorscale": "Viridis", "showscale": bool(colour_title), "colorbar": {"title": colour_title}},
+    hovertemplate="%{text}<extra></extra>",
+))
+figure.update_layout(height=560, margin={"l": 10, "r": 10, "t": 10, "b": 10}, dragmode="lasso",
+                     xaxis={"visible": False}, yaxis={"visible": False, "scaleanchor": "x"})
+event = st.plotly_chart(figure, key="map.plot", on_select="rerun", selection_mode=("points", "box", "lasso"))
+st.caption(f"{method.upper()} of {n:,} decoder directions" + (f" ({len(shown):,} drawn)" if len(shown) < n else "") +
+           ". Click, box- or lasso-select points.")
+
+points = event.selection.points if event and event.selection else []
+selected = [int(p["customdata"]) if "customdata" in p else int(shown[p["point_index"]]) for p in points]
+if selected:
+    st.subheader(f"{len(selected)} selected")
+    st.write(", ".join(common.feature_name(f, names) for f in selected[:50]) + (" …" if len(selected) > 50 else ""))
+    s1, s2, s3 = st.columns(3)
+    if s1.button("Open the first one's dashboard", key="map.open"):
+        common.open_feature(selected[0])
+    concept = s2.text_input("Concept", value=config.concepts[0].name if config.concepts else "", key="w.map.add_concept")
+    if s2.button(f"Add to set {set_name!r}", key="map.add", disabled=not concept.strip()):
+        common.change_set(loaded, lambda c: set_ops.add_features(c, concept, selected, strength=PAPER_STRENGTH, labels=names))
+    list_name = s3.text_input("Feature list", key="w.map.list_name", placeholder="new or existing list")
+    if s3.button("Add to list", key="map.add_list", disabled=not list_name.strip()):
+        with common.guard():
+            index.lists.add(list_name.strip(), selected)
+            common.flash(f"{len(selected)} feature(s) added to list {list_name.strip()!r}")
+            st.rerun()

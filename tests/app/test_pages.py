@@ -1,0 +1,301 @@
+"""AppTest checks of every page's logic, on the tiny bundle (one browser session each, no browser)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from itd_core.erasure_config import ErasureConfig
+
+CRUISE = "A portrait of Tom Cruise\nTom Cruise in an official photo\nTom Cruise at a public event"
+RETAIN = "a red circle\na dog in a park\na blue square"
+
+
+def problems(at) -> list[str]:
+    """Stack traces and error boxes on the page (what a user must never see unasked)."""
+    return [e.value for e in at.exception] + [e.value for e in at.error]
+
+
+def go(at, page: str):
+    return at.switch_page(f"pages/{page}.py").run()
+
+
+def set_file(app_env):
+    files = list((app_env / "sets").glob("*/default.json"))
+    assert len(files) == 1
+    return ErasureConfig.load(files[0])
+
+
+def search_and_add(at):
+    """Concept search for 'Tom Cruise' against a typed retain set, then 'Add all'."""
+    go(at, "concept_search")
+    at.radio(key="w.itd.concept.kind").set_value("prompts").run()
+    at.text_area(key="w.itd.concept.text").input(CRUISE).run()
+    at.text_input(key="w.itd.concept.name").input("Tom Cruise").run()
+    at.multiselect(key="w.itd.concept.retain_sets").set_value([]).run()
+    at.text_area(key="w.itd.concept.retain_typed").input(RETAIN).run()
+    at.button(key="concept.search").click().run()
+    assert not problems(at)
+    at.button(key="concept.add_all").click().run()
+    assert not problems(at)
+
+
+def calibrate(at):
+    go(at, "calibration")
+    at.multiselect(key="w.itd.calib.retain_sets").set_value([]).run()
+    at.text_area(key="w.itd.calib.retain_typed").input(RETAIN).run()
+    at.button(key="calib.score").click().run()
+    assert not problems(at)
+    at.button(key="calib.save").click().run()
+    assert not problems(at)
+
+
+# --------------------------------------------------------------------------- frame
+
+def test_every_page_renders_without_errors(app):
+    assert not problems(app)
+    assert any("fingerprint" in c.value for c in app.sidebar.caption)
+    for page in ("token_inspector", "feature_dashboard", "concept_search", "deactivation_set", "calibration", "preview",
+                 "feature_map", "export_import"):
+        go(app, page)
+        assert not problems(app), page
+        assert app.title, page
+
+
+def test_a_wrong_path_is_a_message_not_a_trace(app, tmp_path):
+    # The same form is in the sidebar and on the Model & SAE page; AppTest cannot drive sidebar widgets
+    # of an st.navigation app (it drops them after the first run), the browser test does.
+    app.text_input(key="w.home.model").input(str(tmp_path / "missing"))
+    app.button(key="FormSubmitter:bundle.home-Load").click().run()
+    assert not app.exception
+    assert any("not found" in e.value for e in app.error)
+    go(app, "token_inspector")
+    assert not app.exception and any("No model loaded" in e.value for e in app.error)
+
+
+def test_the_demo_is_the_default(monkeypatch, app_env):
+    from streamlit.testing.v1 import AppTest
+
+    from tests.app.conftest import APP
+
+    monkeypatch.delenv("ITD_APP_MODEL")
+    monkeypatch.delenv("ITD_APP_SAE")
+    monkeypatch.delenv("ITD_APP_LAYER")
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    assert not at.exception
+    assert at.sidebar.text_input(key="w.sb.model").value == "demo"  # the first run's tree has the sidebar
+    # Until the demo's assets are all there, its absence is a message on the page.
+    assert at.title or at.error
+
+
+# --------------------------------------------------------------------------- token inspector
+
+def test_token_inspector_heatmap_pick_and_compare(app):
+    go(app, "token_inspector")
+    app.text_area(key="w.itd.inspect.prompts").input("a red circle\na red square").run()
+    assert not problems(app)
+    assert len(app.get("plotly_chart")) == 2, "one heatmap per prompt"
+    tokens = app.dataframe[0].value
+    assert list(tokens["token"]) == ["a", "red", "circle", "<|endoftext|>"]
+    assert [m.label for m in app.metric] == ["Shared", "Only in A", "Only in B", "Jaccard"]
+    picked = app.selectbox(key="w.inspect.pick").value
+    app.button(key="inspect.open").click().run()
+    assert app.title[0].value == "Feature dashboard"
+    assert app.number_input(key="w.itd.feature").value == picked
+
+
+def test_token_inspector_empty_prompt(app):
+    go(app, "token_inspector")
+    app.text_area(key="w.itd.inspect.prompts").input("   ").run()
+    assert not app.exception and any("at least one prompt" in w.value for w in app.warning)
+
+
+def test_inspector_prompts_survive_a_page_switch(app):
+    go(app, "token_inspector")
+    app.text_area(key="w.itd.inspect.prompts").input("a green star").run()
+    go(app, "preview")
+    go(app, "token_inspector")
+    assert app.text_area(key="w.itd.inspect.prompts").value == "a green star"
+
+
+# --------------------------------------------------------------------------- concept search and the set
+
+def test_concept_search_adds_features_and_undo_removes_them(app, app_env):
+    search_and_add(app)
+    concept = set_file(app_env).concept("Tom Cruise")
+    assert len(concept.features) >= 1 and concept.prompts == CRUISE.splitlines()
+    assert any("added concept" in s.value for s in app.success)
+    go(app, "deactivation_set")
+    assert app.dataframe[0].value["concept"].tolist() == ["Tom Cruise"]
+    app.button(key="set.undo").click().run()
+    assert set_file(app_env).concepts == []
+    assert not problems(app)
+
+
+def test_concept_search_bad_input(app):
+    go(app, "concept_search")
+    app.text_input(key="w.itd.concept.text").input("  ").run()
+    app.button(key="concept.search").click().run()
+    assert not app.exception and any("type a concept" in e.value for e in app.error)
+    app.text_input(key="w.itd.concept.text").input("Tom Cruise").run()
+    app.multiselect(key="w.itd.concept.retain_sets").set_value([]).run()
+    app.button(key="concept.search").click().run()
+    assert any("retain set is empty" in e.value for e in app.error)
+
+
+def test_deactivation_set_edits_and_named_sets(app, app_env):
+    go(app, "deactivation_set")
+    app.text_input(key="w.set.add_concept").input("shapes").run()
+    app.text_input(key="w.set.add_ids").input("3, 7, 11").run()
+    app.button(key="set.add").click().run()
+    assert [f.id for f in set_file(app_env).concept("shapes").features] == [3, 7, 11]
+    app.multiselect(key=next(m.key for m in app.multiselect if m.key.startswith("w.set.drop.0"))).set_value([7]).run()
+    app.button(key="set.remove.0").click().run()
+    assert [f.id for f in set_file(app_env).concept("shapes").features] == [3, 11]
+    notes_key = next(t.key for t in app.text_area if t.key.startswith("w.set.notes.0"))
+    app.text_area(key=notes_key).input("round things").run()
+    app.button(key="set.notes.0").click().run()
+    assert set_file(app_env).concept("shapes").notes == "round things"
+
+    app.text_input(key="w.set.add_ids").input("3, x").run()
+    app.button(key="set.add").click().run()
+    assert any("whole numbers" in e.value for e in app.error) and not app.exception
+    app.text_input(key="w.set.add_ids").input("99999").run()
+    app.button(key="set.add").click().run()
+    assert any("out of range" in e.value for e in app.error)
+
+    app.text_input(key="w.set.new_name").input("second").run()
+    app.button(key="set.create").click().run()
+    assert app.session_state["itd.set"] == "second"
+    assert not app.exception
+
+
+def test_switching_sets(app):
+    go(app, "deactivation_set")
+    app.text_input(key="w.set.new_name").input("second").run()
+    app.button(key="set.create").click().run()
+    assert app.selectbox(key="w.set.current").options == ["default", "second"]
+    app.selectbox(key="w.set.current").set_value("default").run()
+    assert app.session_state["itd.set"] == "default" and not app.exception
+    go(app, "calibration")
+    assert any("'default'" in i.value for i in app.info)
+
+
+def test_two_sessions_keep_separate_state(app_env):
+    """Two browser sessions: own current set, own undo history, one shared file per set that both update."""
+    from streamlit.testing.v1 import AppTest
+
+    from tests.app.conftest import APP
+
+    one = AppTest.from_file(APP, default_timeout=120).run()
+    two = AppTest.from_file(APP, default_timeout=120).run()
+    for session, ids in ((one, "1, 2"), (two, "5")):
+        go(session, "deactivation_set")
+        session.text_input(key="w.set.add_concept").input("shared").run()
+        session.text_input(key="w.set.add_ids").input(ids).run()
+        session.button(key="set.add").click().run()
+    assert [f.id for f in set_file(app_env).concept("shared").features] == [1, 2, 5], "both changes kept"
+    two.text_input(key="w.set.new_name").input("mine").run()
+    two.button(key="set.create").click().run()
+    go(one, "deactivation_set")
+    assert one.session_state["itd.set"] == "default" and two.session_state["itd.set"] == "mine"
+    assert one.button(key="set.undo").label.endswith("(1)")
+
+
+# --------------------------------------------------------------------------- calibration and preview
+
+def test_calibration_saves_a_threshold_and_the_live_box_classifies(app, app_env):
+    search_and_add(app)
+    calibrate(app)
+    concept = set_file(app_env).concept("Tom Cruise")
+    assert concept.threshold is not None and concept.calibration.rule == "paper" and concept.calibration.tpr == 1.0
+    assert len(app.get("plotly_chart")) == 2, "histogram and ROC"
+    app.text_input(key="w.itd.calib.live").input("A portrait of Tom Cruise").run()
+    assert any("edited" in e.value for e in app.error), "the live box says 'edited' for a target"
+    app.radio(key="w.itd.calib.rule").set_value("manual").run()
+    app.number_input(key="w.calib.manual.Tom Cruise").set_value(1e9).run()
+    app.button(key="calib.save").click().run()
+    assert set_file(app_env).concept("Tom Cruise").threshold == 1e9
+    app.text_input(key="w.itd.calib.live").input("A portrait of Tom Cruise").run()
+    assert any("untouched" in s.value for s in app.success)
+
+
+def test_calibration_without_concepts(app):
+    go(app, "calibration")
+    assert any("no concepts" in i.value for i in app.info) and not problems(app)
+
+
+def test_preview_needs_thresholds_then_generates_and_caches(app):
+    search_and_add(app)
+    go(app, "preview")
+    app.slider(key="w.itd.preview.steps").set_value(2).run()
+    app.button(key="preview.generate").click().run()
+    assert any("calibrate first" in e.value for e in app.error) and not app.exception
+    calibrate(app)
+    go(app, "preview")
+    app.text_area(key="w.itd.preview.prompts").input("A portrait of Tom Cruise\na red circle").run()
+    app.slider(key="w.itd.preview.steps").set_value(2).run()
+    app.button(key="preview.generate").click().run()
+    assert not app.exception
+    assert len(app.get("image")) == 4, "two prompts x (original, erased)"
+    assert [p.value for p in app.get("progress")][-1] == 100
+    assert any("edited" in e.value for e in app.error)
+    app.button(key="preview.generate").click().run()
+    assert any("from cache" in c.value for c in app.caption)
+
+
+# --------------------------------------------------------------------------- export / import
+
+def test_export_offers_the_config_and_import_checks_it(app, app_env):
+    search_and_add(app)
+    go(app, "export_import")
+    assert not app.exception
+    assert any("Not calibrated yet" in w.value for w in app.warning)
+    config = set_file(app_env)
+    uploader = app.get("file_uploader")[0]
+    uploader.upload("theirs.json", config.to_json().encode(), "application/json").run()
+    assert any("matches" in s.value for s in app.success)
+    app.button(key="import.go").click().run()
+    assert sorted(p.stem for p in (app_env / "sets").glob("*/*.json")) == ["default", "theirs"]
+    assert app.session_state["itd.set"] == "theirs"
+
+    other = json.loads(config.to_json())
+    other["sae"]["sha256"] = "1" * 64
+    go(app, "export_import")
+    app.get("file_uploader")[0].set_value(("other.json", json.dumps(other).encode(), "application/json")).run()
+    assert any("does not match" in e.value for e in app.error) and not app.exception
+    app.get("file_uploader")[0].set_value(("bad.json", b"not json", "application/json")).run()
+    assert any("not a JSON erasure config" in e.value for e in app.error) and not app.exception
+
+
+# --------------------------------------------------------------------------- feature index pages
+
+@pytest.mark.slow
+def test_feature_dashboard_and_map_before_and_after_the_index_build(app):
+    go(app, "feature_dashboard")
+    assert any("not built yet" in w.value for w in app.warning) and not app.exception
+    app.text_area(key="w.dash.typed").input("a portrait of tom cruise\na red circle\na dog in a park\na cat on a sofa\na blue square").run()
+    app.multiselect(key="w.dash.corpus").set_value([]).run()
+    app.button(key="dash.build").click().run()
+    assert not problems(app)
+    assert [m.label for m in app.metric][:2] == ["Frequency (tokens)", "Prompts where it fires"]
+    app.number_input(key="w.itd.feature").set_value(300).run()
+    assert any("There is no feature 300" in e.value for e in app.error) and not app.exception
+    app.number_input(key="w.itd.feature").set_value(5).run()
+    app.text_input(key="w.dash.label.5").input("five").run()
+    app.button(key="dash.save_label").click().run()
+    assert app.subheader[0].value == "#5 five"
+    app.text_input(key="w.itd.dash.prompt").input("a red circle").run()
+    assert not problems(app)
+    app.selectbox(key="w.dash.concept").set_value("➕ new concept").run()
+    app.text_input(key="w.dash.new_concept").input("fives").run()
+    app.button(key="dash.add").click().run()
+    assert any("added concept 'fives'" in s.value for s in app.success)
+
+    go(app, "feature_map")
+    assert not problems(app)
+    assert len(app.get("plotly_chart")) == 1
+    for mode in ("frequency", "feature list", "concept activation"):
+        app.radio(key="w.itd.map.mode").set_value(mode).run()
+        assert not problems(app), mode
