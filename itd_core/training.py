@@ -257,13 +257,18 @@ class TopKTrainingModule(nn.Module):
                 torch.distributed.all_reduce(fired, op=torch.distributed.ReduceOp.MAX)
             stats = sae.stats_last_nonzero
             stats.mul_(1 - fired.to(stats.dtype)).add_(1)
-            n_aux = 0
+            n_aux = n_dead = 0
             if cfg.auxk:
                 dead = stats > cfg.dead_steps_threshold
-                n_aux = min(cfg.auxk, int(dead.sum()))
+                n_dead = int(dead.sum())
+                n_aux = min(cfg.auxk, n_dead)
             idx = top_idx
             if n_aux:
-                aux_idx = pre.masked_fill(~dead, float("-inf")).topk(n_aux, dim=-1, sorted=False).indices
+                if 2 * n_dead <= cfg.n_latents:  # the usual case: rank only the dead columns
+                    dead_idx = dead.nonzero().squeeze(1)
+                    aux_idx = dead_idx[pre.index_select(1, dead_idx).topk(n_aux, dim=-1, sorted=False).indices]
+                else:
+                    aux_idx = pre.masked_fill(~dead, float("-inf")).topk(n_aux, dim=-1, sorted=False).indices
                 idx = torch.cat([top_idx, aux_idx], dim=-1)
         values = torch.relu(_SparsePreAct.apply(xc, sae.W_enc, sae.b_lat, pre, idx))
         z, z_aux = values[:, :cfg.k], values[:, cfg.k:]
@@ -588,9 +593,11 @@ def train_sae_from_prompts(
     cache_dir = Path(cache_dir) if cache_dir is not None else out_dir / "activation_cache"
     accelerator = accelerator if accelerator is not None else _default_accelerator()
     prompts = [str(p) for p in prompts]
+    if not prompts:
+        raise ItdError("no prompts to train on")
     train_prompts, eval_prompts = split_prompts(prompts, config.eval_fraction)
-    if not train_prompts:
-        raise ItdError(f"no training prompts left after holding out {config.eval_fraction:.0%} for evaluation")
+    if not train_prompts:  # a tiny corpus that hashed entirely to the held-out side: evaluate on training tokens
+        train_prompts, eval_prompts = eval_prompts, []
     if not resume and accelerator.is_main_process:
         shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
     accelerator.wait_for_everyone()
@@ -645,6 +652,9 @@ def train_sae_from_prompts(
     else:
         held_out, eval_split = train_cache.sample(config.eval_max_tokens, seed=config.seed + 1), "training tokens (no held-out prompts)"
     evaluation = evaluate_sae(sae, held_out, mse_scale=trainer.mse_scale)
+    from itd_core.sae_io import save_sae, weights_fingerprint
+
+    sae.fingerprint = weights_fingerprint(sae)
     session_time = trainer.train_time_s - start_time
     session_tokens = (trainer.step - start_step) * config.batch_size
     metrics = {
@@ -669,11 +679,10 @@ def train_sae_from_prompts(
         "layer": adapter.layer_name,
         "model_id": _model_id(adapter),
         "world_size": accelerator.num_processes,
+        "fingerprint": sae.fingerprint,
         "config": config.model_dump(mode="json"),
     }
     if accelerator.is_main_process:
-        from itd_core.sae_io import save_sae
-
         save_sae(sae, out_dir / "sae", format="native")
         _write_json(out_dir / "metrics.json", metrics)
     accelerator.wait_for_everyone()

@@ -126,6 +126,25 @@ def test_sparse_encoder_backward_matches_dense_autograd():
         assert torch.allclose(got, want, atol=1e-5)
 
 
+@pytest.mark.parametrize("n_dead", [8, 30])  # both ways of ranking the dead latents (few / most dead)
+def test_auxk_reconstructs_from_the_top_dead_latents(n_dead):
+    cfg = TrainingConfig(n_latents=32, k=2, auxk=4, dead_steps_threshold=3)
+    sae = TopKSAE.random(cfg.sae_config(16), seed=2)
+    with torch.no_grad():
+        sae.b_lat.normal_()
+        sae.stats_last_nonzero[:n_dead] = 100  # long dead
+    x = torch.randn(6, 16, generator=torch.Generator().manual_seed(3))
+    out = TopKTrainingModule(sae)(x)
+    dead = sae.stats_last_nonzero > 3  # after this step's update: latents that fired now are alive again
+    assert 0 < int(dead.sum()) <= n_dead and bool((sae.stats_last_nonzero[~dead] <= 1).all())
+    assert (2 * int(dead.sum()) <= 32) == (n_dead == 8)
+    with torch.no_grad():
+        pre = sae.encode_pre_act(x).masked_fill(~dead, float("-inf"))
+        top = pre.topk(min(4, int(dead.sum())), dim=-1)
+        expected = torch.einsum("bj,bjd->bd", torch.relu(top.values), sae.W_dec[top.indices])
+    assert torch.allclose(out.aux_recons, expected, atol=1e-5)
+
+
 # --- learning -------------------------------------------------------------------------------
 
 def test_training_learns_a_sparse_dictionary():
@@ -179,7 +198,7 @@ def test_determinism_bit_identical():
 # --- the runner -----------------------------------------------------------------------------
 
 def _runner_config(**overrides) -> TrainingConfig:
-    base = dict(n_latents=64, k=4, auxk=16, dead_steps_threshold=4, lr=1e-3, warmup_steps=3, batch_size=256, steps=12,
+    base = dict(n_latents=64, k=4, auxk=16, dead_steps_threshold=4, lr=1e-3, warmup_steps=3, clip_grad=1.0, batch_size=256, steps=12,
                 seed=5, checkpoint_every=4, keep_checkpoints=2, log_every=2, eval_fraction=0.1,
                 shuffle_buffer_tokens=1024, cache_shard_tokens=400, init_sample_tokens=1000)
     return TrainingConfig(**{**base, **overrides})
@@ -207,6 +226,7 @@ def test_runner_outputs(runner_run, tiny_clip_adapter):
     train, held_out = split_prompts(PROMPTS, cfg.eval_fraction)
     assert held_out and saved["eval_tokens"] == len(held_out) * 76
     loaded = load_sae(out / "sae")
+    assert saved["fingerprint"] == sae.fingerprint == loaded.fingerprint
     assert loaded.config.hook_layer == "encoder.layers.1" and loaded.config.n_latents == 64 and loaded.config.k == 4
     assert all(torch.equal(getattr(loaded, n), getattr(sae, n)) for n in ("W_enc", "W_dec", "b_lat", "b_pre", "stats_last_nonzero"))
     assert [p.name for p in checkpoint_dirs(out)] == ["step_000008", "step_000012"]  # keep_checkpoints=2
