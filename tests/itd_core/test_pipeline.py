@@ -7,30 +7,43 @@ from itd_core.pipeline import GenerationCache, GenerationSettings, apply_erasure
 
 TARGET = ["A portrait of Tom Cruise", "Tom Cruise in an official photo"]
 RETAIN = ["A portrait of Brad Pitt", "a cat on a mat", "a house by a lake"]
+POOL = RETAIN + ["a bowl of fruit", "a red car on a road", "Emma Stone in an official photo", "a dog in a park", "snowy mountains"]
 SETTINGS = GenerationSettings(steps=2, size=32, guidance=5.0)
 
 
 @pytest.fixture(scope="module")
-def config(tiny_bundle):
+def setup(tiny_bundle):
+    """(config, non_targets): one concept whose threshold the target prompt passes and two other prompts do not."""
     selection = select_concept(tiny_bundle.adapter, tiny_bundle.sae, "Tom Cruise", TARGET, RETAIN, top_n=16)
     config = tiny_bundle.new_erasure_config()
-    deactivator_scores = config.model_copy()
     entry = ConceptEntry(name="Tom Cruise", features=[FeatureEntry(id=f) for f in selection.feature_ids], prompts=TARGET)
     config.upsert(entry)
-    scores = config.deactivator(tiny_bundle.sae).scores(tiny_bundle.adapter.capture(TARGET + RETAIN))[:, 0]
-    # A threshold between the target prompts and the rest (the paper's rule needs a trained SAE to separate them).
-    entry.threshold = float(scores[: len(TARGET)].min()) * 0.999
-    assert (scores[len(TARGET):] < entry.threshold).all() or pytest.skip("tiny random SAE does not separate")
-    return config
+    scores = config.deactivator(tiny_bundle.sae).scores(tiny_bundle.adapter.capture([TARGET[0]] + POOL))[:, 0]
+    # The tiny SAE is random, so its scores carry little meaning: the threshold goes between the target
+    # prompt and the two lowest-scoring other prompts (tests/shapesworld checks real separation on the demo).
+    lowest = scores[1:].argsort()[:2]
+    assert scores[0] > scores[1:][lowest].max()
+    entry.threshold = float(scores[0] + scores[1:][lowest].max()) / 2
+    return config, [POOL[i] for i in lowest.tolist()]
+
+
+@pytest.fixture(scope="module")
+def config(setup):
+    return setup[0]
+
+
+@pytest.fixture(scope="module")
+def non_targets(setup):
+    return setup[1]
 
 
 def _images(pipe, prompts):
     return [image.tobytes() for image in generate_images(pipe, prompts, list(range(len(prompts))), SETTINGS)]
 
 
-def test_plain_pipe_call_erases_targets_and_leaves_others_bit_identical(tiny_bundle, config):
+def test_plain_pipe_call_erases_targets_and_leaves_others_bit_identical(tiny_bundle, config, non_targets):
     pipe = tiny_bundle.pipeline
-    prompts = [TARGET[0], RETAIN[1]]
+    prompts = [TARGET[0], non_targets[0]]
     before = _images(pipe, prompts)
     hook = apply_erasure(pipe, config, tiny_bundle.sae)
     try:
@@ -53,9 +66,9 @@ def test_context_manager_and_prompt_embeds_path(tiny_bundle, config):
     assert not torch.equal(embeds, plain)
 
 
-def test_side_by_side_uses_the_same_latents_and_caches(tiny_bundle, config, tmp_path):
+def test_side_by_side_uses_the_same_latents_and_caches(tiny_bundle, config, non_targets, tmp_path):
     cache = GenerationCache(tmp_path)
-    args = (tiny_bundle.pipeline, config, tiny_bundle.sae, [TARGET[0], RETAIN[0]], [7, 8], SETTINGS)
+    args = (tiny_bundle.pipeline, config, tiny_bundle.sae, [TARGET[0], non_targets[1]], [7, 8], SETTINGS)
     steps = []
     first = generate_side_by_side(*args, cache=cache, progress=lambda done, total: steps.append((done, total)))
     assert [p.edited for p in first] == [True, False]
