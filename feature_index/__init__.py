@@ -19,7 +19,7 @@ Per feature (``ItdError`` for an unknown id, or when there are no statistics yet
   (index of the peak piece), ``left``/``right`` context;
 * ``index.token_activations(prompt, f) -> [(token, value)]``: to highlight a whole prompt.
 
-Directions (exact fp32 cosines; FAISS ``Flat`` up to 131,072 features, ``SQfp16`` above):
+Directions (exact fp32 cosines; FAISS ``Flat`` up to 131,072 features, ``SQ8`` + exact re-rank above):
 
 * ``index.similar(f, k=10) -> list[Neighbor(id, cosine, label)]`` (the feature itself excluded);
 * ``index.nearest(direction, k=10, exclude=()) -> list[Neighbor]`` for any ``[d]`` vector, e.g.

@@ -206,7 +206,8 @@ def add_index_commands(commands) -> None:
     build.add_argument("--top-k", type=int, default=20, help="top examples kept per feature (default: 20)")
     build.add_argument("--batch-size", type=int, default=32, help="prompts per encoder batch")
     build.add_argument("--activation-cache", metavar="DIR", help="read activations from this activation cache of the same prompts")
-    build.add_argument("--faiss", default="auto", choices=["auto", "Flat", "SQfp16"], help="FAISS index type (auto: Flat up to 131072 features)")
+    build.add_argument("--faiss", default="auto", choices=["auto", "Flat", "SQ8", "SQfp16"],
+                       help="FAISS index type (auto: Flat up to 131072 features, SQ8 above; results are re-ranked exactly)")
     build.add_argument("--map", default="pca", choices=["none", "pca", "umap"], help="feature map to compute (umap: minutes at 524k)")
     build.set_defaults(handler=cmd_index_build)
 

@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 from itd_core.concept import DEFAULT_TOP_N, PromptProfile, peak_activations
 from itd_core.errors import ItdError
 
-from feature_index.faiss_index import FLAT_MAX_FEATURES, DecoderIndex, DimensionError, as_queries, choose_factory, index_bytes
+from feature_index.faiss_index import FLAT_MAX_FEATURES, RERANK_FACTOR, DecoderIndex, DimensionError, as_queries, choose_factory, index_bytes
 from feature_index.feature_map import FeatureMap, Method, compute_feature_map, load_feature_map, map_params, save_feature_map
 from feature_index.layout import default_index_dir, init_index_folder, read_json, update_index_json
 from feature_index.search import PROFILES_DIR, ConceptSearchResult, RetainProfileCache, TextHit, concept_search, search_text
@@ -236,11 +236,13 @@ class FeatureIndex:
             return self._decoder, self._norms
 
     def ensure_decoder_index(self, *, factory: str | None = None, rebuild_if_damaged: bool = False, progress: Progress | None = None) -> dict:
-        """Load the FAISS index, building it when missing (or when damaged and ``rebuild_if_damaged``)."""
+        """Load the FAISS index, building it when missing, when of another type than an explicit ``factory``,
+        or when damaged and ``rebuild_if_damaged``. ``factory=None`` accepts the index on disk, whatever its type
+        (a new one gets :func:`~feature_index.faiss_index.choose_factory`'s type)."""
         with self._lock:
-            wanted = factory or choose_factory(self.n_features)
-            if self._decoder_index is not None and self._decoder_index.factory == wanted:
-                return {**self._decoder_index.meta, "reused": True}
+            loaded = self._decoder_index
+            if loaded is not None and factory in (None, loaded.factory):
+                return {**loaded.meta, "reused": True}
             index = None
             try:
                 index = DecoderIndex.load(self.folder, self.fingerprint, self.d_model, self.n_features)
@@ -249,12 +251,12 @@ class FeatureIndex:
             except ItdError:
                 if not rebuild_if_damaged:
                     raise
-            if index is not None and index.factory == wanted:
+            if index is not None and factory in (None, index.factory):
                 self._decoder_index = index
                 return {**index.meta, "reused": True}
             if progress:
                 progress("faiss", 0, 1)
-            index = DecoderIndex.build(self._decoder_rows()[0], self.fingerprint, wanted)
+            index = DecoderIndex.build(self._decoder_rows()[0], self.fingerprint, factory or choose_factory(self.n_features))
             index.save(self.folder)
             self._decoder_index = index
             if progress:
@@ -266,7 +268,7 @@ class FeatureIndex:
             self.ensure_decoder_index()
         decoder, norms = self._decoder_rows()
         exact = self._decoder_index.factory == "Flat"
-        want = k + len(exclude) if exact else 2 * k + len(exclude) + 10
+        want = k + len(exclude) if exact else RERANK_FACTOR * k + len(exclude) + 10
         _, ids = self._decoder_index.search(query, want)
         candidates = np.array([i for i in ids[0].tolist() if i >= 0 and i not in exclude], dtype=np.int64)
         if not len(candidates):

@@ -247,6 +247,20 @@ def query_words(query: str) -> list[str]:
     return [w for w in (normalize_token(part) for part in query.split()) if w]
 
 
+def _dictionary_mask(column, predicate):
+    """Boolean mask over a (dictionary-encoded) column, evaluating ``predicate`` once per distinct value."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    chunks = []
+    for chunk in column.chunks:
+        if pa.types.is_dictionary(chunk.type):
+            chunks.append(pc.fill_null(pc.take(predicate(chunk.dictionary), chunk.indices), False))
+        else:
+            chunks.append(pc.fill_null(predicate(chunk), False))
+    return pa.chunked_array(chunks, type=pa.bool_())
+
+
 def search_tokens(stats, query: str, limit: int = 100) -> list[TextHit]:
     """Features whose top examples peak on a token (or inside a word) equal to a query word; substring
     matches (query words of 3+ characters) only when nothing matches exactly."""
@@ -257,38 +271,54 @@ def search_tokens(stats, query: str, limit: int = 100) -> list[TextHit]:
     if not words or stats is None:
         return []
     table = stats.top_token_table
-    tokens = table.column("token").cast(pa.string())
-    word_column = table.column("word").cast(pa.string())
     values = pa.array(words, pa.string())
-    mask = pc.or_(pc.is_in(tokens, value_set=values), pc.is_in(word_column, value_set=values))
-    if not pc.any(mask).as_py():
-        long_words = [w for w in words if len(w) >= 3]
-        if not long_words:
-            return []
+
+    def exact(array):
+        return pc.is_in(array, value_set=values)
+
+    def substring(array):
         mask = None
-        for w in long_words:
-            part = pc.or_(pc.match_substring(tokens, w), pc.match_substring(word_column, w))
-            mask = part if mask is None else pc.or_(mask, part)
-        if not pc.any(mask).as_py():
-            return []
+        for w in words:
+            if len(w) >= 3:
+                part = pc.match_substring(array, w)
+                mask = part if mask is None else pc.or_(mask, part)
+        return mask if mask is not None else pa.array([False] * len(array))
+
+    mask = None
+    for predicate in (exact, substring):
+        mask = pc.or_(_dictionary_mask(table.column("token"), predicate), _dictionary_mask(table.column("word"), predicate))
+        if pc.any(mask).as_py():
+            break
+    else:
+        return []
     matched = table.filter(mask)
-    features = matched.column("feature").to_numpy()
-    counts = matched.column("count").to_numpy()
-    matched_tokens = matched.column("token").cast(pa.string()).to_pylist()
-    matched_words = matched.column("word").cast(pa.string()).to_pylist()
-    per_feature: dict[int, dict] = {}
-    for f, c, t, w in zip(features.tolist(), counts.tolist(), matched_tokens, matched_words):
-        entry = per_feature.setdefault(f, {"count": 0, "tokens": [], "words": set()})
-        entry["count"] += c
-        shown = w if w != t else t
-        if shown not in entry["tokens"]:
-            entry["tokens"].append(shown)
-        entry["words"].update(q for q in words if q in (t, w) or (q in t or q in w))
+    features = matched.column("feature").to_numpy().astype(np.int64)
+    counts = matched.column("count").to_numpy().astype(np.int64)
+    n = int(features.max()) + 1
+    examples = np.bincount(features, weights=counts, minlength=n)
     top_k = max(1, stats.top_k)
-    hits = [TextHit(feature=f, score=len(e["words"]) / len(words) + min(1.0, e["count"] / top_k), matched=["tokens"],
-                    tokens=e["tokens"][:5], examples_matched=e["count"]) for f, e in per_feature.items()]
-    hits.sort(key=lambda h: (-h.score, -float(stats.arrays["act_max"][h.feature]), h.feature))
-    return hits[:limit]
+    tokens = matched.column("token").to_pylist() if matched.num_rows <= 50_000 else None
+    per_feature_words: dict[int, set] = {}
+    if tokens is not None:
+        word_list = matched.column("word").to_pylist()
+        for f, t, w in zip(features.tolist(), tokens, word_list):
+            per_feature_words.setdefault(f, set()).update(q for q in words if q == t or q == w or q in t or q in w)
+    candidates = np.flatnonzero(examples)
+    coverage = np.array([len(per_feature_words.get(int(f), words)) / len(words) for f in candidates])
+    scores = coverage + np.minimum(1.0, examples[candidates] / top_k)
+    order = np.lexsort((candidates, -stats.arrays["act_max"][candidates], -scores))[:limit]
+    chosen = candidates[order]
+    shown: dict[int, list[str]] = {int(f): [] for f in chosen}
+    rows = np.flatnonzero(np.isin(features, chosen))
+    token_column, word_column = matched.column("token"), matched.column("word")
+    for row in rows.tolist():
+        f = int(features[row])
+        t, w = token_column[row].as_py(), word_column[row].as_py()
+        text = w if w != t else t
+        if text not in shown[f] and len(shown[f]) < 5:
+            shown[f].append(text)
+    return [TextHit(feature=int(f), score=float(scores[i]), matched=["tokens"], tokens=shown[int(f)], examples_matched=int(examples[f]))
+            for f, i in zip(chosen.tolist(), order.tolist())]
 
 
 def search_text(query: str, *, store=None, stats=None, limit: int = 50) -> list[TextHit]:

@@ -314,8 +314,9 @@ class BuildReport(BaseModel):
     n_prompts: int
     n_empty_prompts: int
     n_tokens: int
-    seconds: float
-    tokens_per_second: float | None
+    seconds: float = Field(description="the whole build: tokenising, the streaming pass, writing")
+    pass_seconds: float | None = Field(None, description="the streaming pass alone (encoder + SAE + accumulation)")
+    tokens_per_second: float | None = Field(description="tokens of this run / pass_seconds")
     warnings: list[str] = Field(default_factory=list)
 
 
@@ -443,7 +444,7 @@ def build_statistics(
             blocks = _cache_blocks(cache, start, batch_size * max(1, adapter.max_length - 1), skip)
         else:
             blocks = _encoder_blocks(adapter, prompts, start, batch_size, skip)
-        last_checkpoint = time.perf_counter()
+        last_checkpoint = pass_started = time.perf_counter()
         done = start
         for block in blocks:
             values, indices = _encode_block(sae, block)
@@ -459,7 +460,7 @@ def build_statistics(
                 last_checkpoint = time.perf_counter()
         if done < len(prompts):
             raise ItdError(f"the activation source ended after {done} of {len(prompts)} prompts")
-        seconds = time.perf_counter() - started
+        pass_seconds = time.perf_counter() - pass_started
         new_tokens = accumulator.n_tokens - tokens_at_start
         if progress:
             progress("finalize", 0, 2)
@@ -479,16 +480,18 @@ def build_statistics(
             "pad_token": adapter.tokenizer.pad_token, "family": adapter.family,
             "special_tokens": sorted(set(adapter.tokenizer.all_special_tokens)),
             "source": f"activation-cache:{cache.root}" if cache is not None else "encoder",
-            "seconds": round(seconds, 3), "resumed_from": resumed_from,
-            "tokens_per_second": round(new_tokens / seconds, 1) if seconds > 0 else None,
+            "seconds": None, "pass_seconds": round(pass_seconds, 3), "resumed_from": resumed_from,
+            "tokens_per_second": round(new_tokens / pass_seconds, 1) if pass_seconds > 0 else None,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
+        manifest["seconds"] = round(time.perf_counter() - started, 3)
         write_json(folder / MANIFEST, manifest)
         partial.unlink(missing_ok=True)
         if progress:
             progress("finalize", 2, 2)
     return BuildReport(folder=str(folder), key=key, reused=False, resumed_from=resumed_from, n_prompts=len(prompts), n_empty_prompts=len(empty),
-                       n_tokens=accumulator.n_tokens, seconds=round(seconds, 3), tokens_per_second=manifest["tokens_per_second"], warnings=warnings)
+                       n_tokens=accumulator.n_tokens, seconds=manifest["seconds"], pass_seconds=round(pass_seconds, 3),
+                       tokens_per_second=manifest["tokens_per_second"], warnings=warnings)
 
 
 def _token_lookup(table: TokenTable, family: str, pad_token: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -49,6 +49,7 @@ def test_wrong_dimension_is_a_clear_value_error(built_index):
 def test_sidecar_describes_the_index(built_index):
     meta = json.loads(sidecar_path(built_index.folder).read_text())
     assert meta["factory"] == "Flat" == choose_factory(built_index.n_features)
+    assert choose_factory(524288) == "SQ8"
     assert meta["dimension"] == 32 and meta["metric"] == "inner_product" and meta["normalized"] is True
     assert meta["fingerprint"] == built_index.fingerprint and meta["n_features"] == 256
     assert meta["file_bytes"] == (built_index.folder / FAISS_FILE).stat().st_size
@@ -72,12 +73,14 @@ def test_sqfp16_finds_planted_neighbours_and_reranks_exactly(tmp_path):
     assert hits / (50 * 20) > 0.95
 
 
-def test_similar_with_sqfp16_matches_exact(tiny_bundle, tmp_path):
+@pytest.mark.parametrize("factory", ["SQ8", "SQfp16"])
+def test_similar_with_a_quantised_index_matches_exact(tiny_bundle, tmp_path, factory):
     from feature_index import FeatureIndex
 
     index = FeatureIndex.open(tiny_bundle, tmp_path / "sq")
-    info = index.ensure_decoder_index(factory="SQfp16")
-    assert info["factory"] == "SQfp16"
+    info = index.ensure_decoder_index(factory=factory)
+    assert info["factory"] == factory
+    assert FeatureIndex.open(tiny_bundle, tmp_path / "sq").ensure_decoder_index()["factory"] == factory, "the type on disk is kept"
     decoder = tiny_bundle.sae.W_dec.detach().numpy()
     for feature in (3, 99):
         assert [n.id for n in index.similar(feature, k=8)] == _exact(decoder, decoder[feature], 8, exclude={feature})
