@@ -114,28 +114,23 @@ class FeatureStore:
 
     @contextmanager
     def _write(self):
-        db = self._Tx(self._connection())
+        """One ``BEGIN IMMEDIATE`` transaction: committed as a whole, or rolled back (SQLite errors become ItdErrors)."""
+        connection = self._connection()
         try:
-            db.connection.execute("BEGIN IMMEDIATE")
+            connection.execute("BEGIN IMMEDIATE")
         except sqlite3.DatabaseError as error:
             raise ItdError(f"the label store {self.path} is busy or damaged: {error}") from None
         try:
-            yield db
-        except BaseException:
-            db.connection.execute("ROLLBACK")
+            yield connection
+            connection.execute("COMMIT")
+        except BaseException as error:
+            try:
+                connection.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            if isinstance(error, sqlite3.DatabaseError):
+                raise ItdError(f"writing to the label store {self.path} failed, nothing was changed: {error}") from None
             raise
-        else:
-            db.connection.execute("COMMIT")
-
-    class _Tx:
-        def __init__(self, connection):
-            self.connection = connection
-
-        def execute(self, *args):
-            return self.connection.execute(*args)
-
-        def executemany(self, *args):
-            return self.connection.executemany(*args)
 
     def _read(self, sql: str, params: tuple = ()) -> list[tuple]:
         try:

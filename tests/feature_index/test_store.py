@@ -123,3 +123,10 @@ def test_a_killed_writer_loses_no_committed_label(tmp_path):
     writer.wait(timeout=30)
     labels = FeatureStore(path, "fp", 10000).labels()
     assert set(committed) <= set(labels), "every label reported as written survived the kill"
+
+
+def test_a_damaged_store_file_is_a_clear_error(tmp_path):
+    path = tmp_path / "store.sqlite"
+    path.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(ItdError, match="label store"):
+        FeatureStore(path, "fp", 10)
