@@ -22,21 +22,21 @@ import streamlit as st  # noqa: E402
 
 from pages import common  # noqa: E402
 
-st.set_page_config(page_title="ItD Explorer", page_icon="🧽", layout="wide")
+st.set_page_config(page_title="ItD Explorer", page_icon=":material/cleaning_services:", layout="wide")
 
 PAGES = {
     "Explore": [
-        st.Page(common.PAGES["model"], title="Model & SAE", icon="🧩", default=True),
-        st.Page(common.PAGES["inspector"], title="Token inspector", icon="🔎"),
-        st.Page(common.PAGES["dashboard"], title="Feature dashboard", icon="📊"),
-        st.Page(common.PAGES["concepts"], title="Concept search", icon="🧭"),
-        st.Page(common.PAGES["map"], title="Feature map", icon="🗺️"),
+        st.Page(common.PAGES["model"], title="Model & SAE", icon=":material/memory:", default=True),
+        st.Page(common.PAGES["inspector"], title="Token inspector", icon=":material/text_fields:"),
+        st.Page(common.PAGES["dashboard"], title="Feature dashboard", icon=":material/monitoring:"),
+        st.Page(common.PAGES["concepts"], title="Concept search", icon=":material/manage_search:"),
+        st.Page(common.PAGES["map"], title="Feature map", icon=":material/scatter_plot:"),
     ],
     "Erase": [
-        st.Page(common.PAGES["set"], title="Deactivation set", icon="🧺"),
-        st.Page(common.PAGES["calibration"], title="Classifier calibration", icon="🎚️"),
-        st.Page(common.PAGES["preview"], title="Preview", icon="🖼️"),
-        st.Page(common.PAGES["export"], title="Export / import", icon="📦"),
+        st.Page(common.PAGES["set"], title="Deactivation set", icon=":material/playlist_remove:"),
+        st.Page(common.PAGES["calibration"], title="Classifier calibration", icon=":material/tune:"),
+        st.Page(common.PAGES["preview"], title="Preview", icon=":material/compare:"),
+        st.Page(common.PAGES["export"], title="Export / import", icon=":material/download:"),
     ],
 }
 

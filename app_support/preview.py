@@ -93,3 +93,17 @@ def scheduler(pipe, name: str) -> Iterator[None]:
         yield
     finally:
         pipe.scheduler = original
+
+
+def native_size(model_folder) -> int | None:
+    """The pipeline's default image side in pixels, read from its unet/vae configs (no weights loaded); None if unknown."""
+    import json
+    from pathlib import Path
+
+    try:
+        folder = Path(model_folder)
+        unet = json.loads((folder / "unet" / "config.json").read_text())
+        vae = json.loads((folder / "vae" / "config.json").read_text())
+        return int(unet["sample_size"]) * 2 ** (len(vae["block_out_channels"]) - 1)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

@@ -36,17 +36,17 @@ sets = available_prompt_sets(loaded.spec.is_demo)
 t_col, r_col, g_col = st.columns(3)
 with t_col:
     st.markdown("**Target prompts** (contain the concept)")
-    target_text = st.text_area("One per line", value="\n".join(concept.prompts), key=f"w.calib.target.{concept_name}", height=160,
+    target_text = st.text_area("Target prompts (one per line)", value="\n".join(concept.prompts), key=f"w.calib.target.{concept_name}", height=160,
                                help="default: the prompts the concept's features were selected from")
 with r_col:
     st.markdown("**Retain prompts** (must stay untouched)")
     retain_default = default_retain(sets)
-    retain_sets = common.keep("itd.calib.retain_sets", st.multiselect("Shipped sets", list(sets), format_func=lambda n: f"{n} ({len(sets[n].prompts):,})", key=common.remember("itd.calib.retain_sets", retain_default, sets)))
-    retain_text = common.keep("itd.calib.retain_typed", st.text_area("More, one per line", key=common.remember("itd.calib.retain_typed", ""), height=68))
+    retain_sets = common.keep("itd.calib.retain_sets", st.multiselect("Shipped retain sets", list(sets), format_func=lambda n: f"{n} ({len(sets[n].prompts):,})", key=common.remember("itd.calib.retain_sets", retain_default, sets)))
+    retain_text = common.keep("itd.calib.retain_typed", st.text_area("More retain prompts (one per line)", key=common.remember("itd.calib.retain_typed", ""), height=68))
 with g_col:
     st.markdown("**General prompts** (anything else to watch)")
-    general_sets = common.keep("itd.calib.general_sets", st.multiselect("Shipped sets ", list(sets), format_func=lambda n: f"{n} ({len(sets[n].prompts):,})", key=common.remember("itd.calib.general_sets", [], sets)))
-    general_text = common.keep("itd.calib.general_typed", st.text_area("More, one per line ", key=common.remember("itd.calib.general_typed", ""), height=68))
+    general_sets = common.keep("itd.calib.general_sets", st.multiselect("Shipped general sets", list(sets), format_func=lambda n: f"{n} ({len(sets[n].prompts):,})", key=common.remember("itd.calib.general_sets", [], sets)))
+    general_text = common.keep("itd.calib.general_typed", st.text_area("More general prompts (one per line)", key=common.remember("itd.calib.general_typed", ""), height=68))
 
 if st.button("Score the prompts", type="primary", key="calib.score"):
     with common.guard():
@@ -122,9 +122,9 @@ if prompt.strip():
         with common.using(loaded):
             verdict = classify(loaded.adapter, loaded.sae, config, prompt)
         if verdict.edited:
-            st.error(f"**edited**: triggers {', '.join(map(repr, verdict.triggered))}", icon="✂️")
+            st.error(f"**edited**: triggers {', '.join(map(repr, verdict.triggered))}", icon=":material/content_cut:")
         else:
-            st.success("**untouched**: passes through bit-exactly", icon="✅")
+            st.success("**untouched**: passes through bit-exactly", icon=":material/check_circle:")
         st.dataframe([{**row, "triggers": {True: "yes", False: "no", None: "not calibrated"}[row["triggers"]]} for row in verdict.rows], hide_index=True)
         if verdict.truncated:
             st.warning("The prompt is longer than the encoder's window: it was truncated, as the pipeline does.")

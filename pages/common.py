@@ -63,7 +63,7 @@ def guard(where=st) -> Iterator[None]:
         show_error(error, where)
 
 
-def flash(message: str, icon: str = "✅") -> None:
+def flash(message: str, icon: str = ":material/check_circle:") -> None:
     """A message to show once at the top of the next run (survives st.rerun)."""
     st.session_state.setdefault(K_FLASH, []).append((message, icon))
 
@@ -269,7 +269,7 @@ def index_builder(loaded, handle, *, key: str) -> None:
     from app_support import index_access
     from app_support.prompt_sets import available_prompt_sets, combine
 
-    st.warning(handle.status or "feature index not built yet", icon="🏗️")
+    st.warning(handle.status or "feature index not built yet", icon=":material/construction:")
     if handle.index is None:
         return
     sets = available_prompt_sets(loaded.spec.is_demo)

@@ -26,7 +26,7 @@ st.selectbox("Current set", names if name in names else [*names, name], key="w.s
              on_change=lambda: common.select_set(st.session_state["w.set.current"]))
 u1, u2, u3 = st.columns([1, 2, 2])
 history = editor.history.get(name, [])
-if u1.button(f"↶ Undo ({len(history)})", disabled=not history, key="set.undo", help="back to the set as it was before your last change"):
+if u1.button(f"Undo ({len(history)})", icon=":material/undo:", disabled=not history, key="set.undo", help="back to the set as it was before your last change"):
     with common.guard():
         editor.undo(name)
         common.flash(f"undid the last change to set {name!r} (saved)")
@@ -54,7 +54,7 @@ with u3.popover("Rename / delete this set"):
         with common.guard():
             trash = store.delete(name)
             st.session_state.pop(common.K_SET, None)
-            common.flash(f"deleted set {name!r} (kept in {trash})", icon="🗑️")
+            common.flash(f"deleted set {name!r} (kept in {trash})", icon=":material/delete:")
             st.rerun()
 
 # ------------------------------------------------------------------ overview

@@ -22,12 +22,12 @@ if missing:
     st.warning(f"Not calibrated yet: {', '.join(map(repr, missing))}. The config can be downloaded, but erasure needs a threshold "
                "per concept (Classifier calibration page, or `itd calibrate`).")
 e1, e2, e3 = st.columns(3)
-e1.download_button("⬇ Erasure config (JSON)", config.to_json(), file_name=filename, mime="application/json", type="primary", key="export.config",
+e1.download_button("Erasure config (JSON)", config.to_json(), icon=":material/download:", file_name=filename, mime="application/json", type="primary", key="export.config",
                    help="the core's schema: itd classify / calibrate / generate --erasure and apply_erasure read it")
-e2.download_button("⬇ Feature lists (JSON)", json.dumps(exporting.feature_lists(config, set_name), indent=2), file_name=f"{filename[:-5]}-features.json",
+e2.download_button("Feature lists (JSON)", json.dumps(exporting.feature_lists(config, set_name), indent=2), icon=":material/download:", file_name=f"{filename[:-5]}-features.json",
                    mime="application/json", key="export.lists", help="one Neuronpedia-style list per concept: feature index + description")
 snippet = exporting.python_snippet(config, filename)
-e3.download_button("⬇ Python snippet", snippet, file_name="apply_erasure.py", mime="text/x-python", key="export.snippet")
+e3.download_button("Python snippet", snippet, icon=":material/download:", file_name="apply_erasure.py", mime="text/x-python", key="export.snippet")
 st.markdown("Apply it to a diffusers pipeline:")
 st.code(snippet, language="python")
 st.markdown("Or check prompts on the command line:")

@@ -26,9 +26,9 @@ if feature >= n:
     st.stop()
 step_back.write("")
 step_next.write("")
-if step_back.button("◀ previous", disabled=feature == 0, key="dash.prev"):
+if step_back.button("previous", icon=":material/chevron_left:", disabled=feature == 0, key="dash.prev"):
     common.open_feature(feature - 1)
-if step_next.button("next ▶", disabled=feature >= n - 1, key="dash.next"):
+if step_next.button("next", icon=":material/chevron_right:", disabled=feature >= n - 1, key="dash.next"):
     common.open_feature(feature + 1)
 
 set_name, config = common.current_set(loaded)
@@ -149,8 +149,8 @@ if prompt.strip():
 st.subheader(f"Add to deactivation set {set_name!r}")
 concepts = [c.name for c in config.concepts]
 a1, a2, a3 = st.columns([2, 1, 1])
-target = a1.selectbox("Concept", [*concepts, "➕ new concept"], key="w.dash.concept")
-new_name = a1.text_input("New concept name", key="w.dash.new_concept") if target == "➕ new concept" else target
+target = a1.selectbox("Concept", [*concepts, "(new concept)"], key="w.dash.concept")
+new_name = a1.text_input("New concept name", key="w.dash.new_concept") if target == "(new concept)" else target
 strength = a2.number_input("Strength", value=PAPER_STRENGTH, step=1.0, key="w.dash.strength")
 a3.write("")
 if a3.button("Add to the set", type="primary", key="dash.add"):

@@ -35,7 +35,10 @@ c1, c2, c3, c4, c5 = st.columns(5)
 seeds_text = common.keep("itd.preview.seeds", c1.text_input("Seeds", key=common.remember("itd.preview.seeds", "0"), help="e.g. 0, 1, 2 or 0-3"))
 steps = common.keep("itd.preview.steps", c2.slider("Steps", 1, 50, key=common.remember("itd.preview.steps", 20)))
 sizes = ["model default", 64, 128, 256, 384, 512]
-size = common.keep("itd.preview.size", c3.selectbox("Size (px)", sizes, key=common.remember("itd.preview.size", "model default" if loaded.spec.is_demo else 256)))
+native = None if loaded.spec.is_demo or loaded.model_path is None else logic.native_size(loaded.model_path)
+small = loaded.spec.is_demo or (native is not None and native <= 256)
+size = common.keep("itd.preview.size", c3.selectbox("Size (px)", sizes, key=common.remember("itd.preview.size", "model default" if small else 256),
+                                                    help="CPU-friendly default: the model's own size up to 256 px"))
 guidance = common.keep("itd.preview.guidance", c4.slider("Guidance", 1.0, 12.0, step=0.5, key=common.remember("itd.preview.guidance", 6.0)))
 scheduler = common.keep("itd.preview.scheduler", c5.selectbox("Scheduler", list(logic.SCHEDULERS), key=common.remember("itd.preview.scheduler", "model default")))
 gate = common.keep("itd.preview.gate", st.checkbox("Use the ItD classifier (untick: deactivate on every prompt, as plain SAE steering does)",
@@ -83,9 +86,9 @@ if stored and stored["key"] == key:
         with right:
             st.markdown(f"**{pair.prompt}** · seed {pair.seed}")
             if pair.edited:
-                st.error(f"edited: {', '.join(pair.triggered) or 'every prompt (no classifier)'}", icon="✂️")
+                st.error(f"edited: {', '.join(pair.triggered) or 'every prompt (no classifier)'}", icon=":material/content_cut:")
             else:
-                st.success("untouched" + (" · bit-identical" if pair.identical else ""), icon="✅")
+                st.success("untouched" + (" · bit-identical" if pair.identical else ""), icon=":material/check_circle:")
             st.caption(" · ".join(f"{n}: {s:.4g}" for n, s in pair.scores.items()) + (" · from cache" if pair.from_cache else ""))
     sheet = io.BytesIO()
     side_by_side_image(pairs, scale=scale).save(sheet, format="PNG")

@@ -288,7 +288,7 @@ def test_feature_dashboard_and_map_before_and_after_the_index_build(app):
     assert app.subheader[0].value == "#5 five"
     app.text_input(key="w.itd.dash.prompt").input("a red circle").run()
     assert not problems(app)
-    app.selectbox(key="w.dash.concept").set_value("➕ new concept").run()
+    app.selectbox(key="w.dash.concept").set_value("(new concept)").run()
     app.text_input(key="w.dash.new_concept").input("fives").run()
     app.button(key="dash.add").click().run()
     assert any("added concept 'fives'" in s.value for s in app.success)

@@ -298,6 +298,11 @@ def test_seeds_and_grid():
     assert preview.generation_model_id("m", "model default") == "m" != preview.generation_model_id("m", "DDIM")
 
 
+def test_native_size(tiny_pipeline_dir, tmp_path):
+    assert preview.native_size(tiny_pipeline_dir) == 32
+    assert preview.native_size(tmp_path) is None
+
+
 def test_scheduler_swap_is_restored(tiny_pipeline_dir):
     from diffusers import StableDiffusionPipeline
 

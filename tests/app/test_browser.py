@@ -1,0 +1,254 @@
+"""End-to-end in a real browser: Debian's headless Chromium, driven by Playwright, against ``streamlit run app.py``.
+
+The journey: open the app, inspect a prompt, search a concept, add its features, calibrate, preview side by
+side, export the config, then check with ``itd classify`` that the downloaded config erases that concept.
+A screenshot of every step goes to ``test-artifacts/browser/``; with ``ITD_UPDATE_SCREENSHOTS=1`` small
+copies also go to ``docs/screenshots/`` (the README's pictures).
+
+Runs on the tiny bundle through the ``ITD_APP_*`` variables (the sidebar's defaults) until the demo loads
+(``ITD_BROWSER_DEMO=1`` runs it on the demo). Chromium is ``/usr/bin/chromium`` (``apt-get install chromium``;
+``.ci/run`` installs it); Playwright never downloads a browser here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARTIFACTS = ROOT / "test-artifacts" / "browser"
+DOC_SHOTS = ROOT / "docs" / "screenshots"
+STEP = 120_000  # ms: the first page load waits for the server to load the model
+
+CONCEPT = "Tom Cruise"
+CONCEPT_PROMPTS = ["A portrait of Tom Cruise", "Tom Cruise in an official photo", "Tom Cruise at a public event"]
+RETAIN = ["a red circle", "a dog in a park", "a blue square"]
+NON_TARGET = "a red circle"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, tiny_pipeline_dir, tiny_sae_dir):
+    """``streamlit run app.py`` on a free port, stopped afterwards; yields (url, environment, tmp folder)."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium chromium-driver (.ci/run does)")
+    pytest.importorskip("playwright.sync_api")
+    folder = tmp_path_factory.mktemp("browser")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+           "ITD_SETS_DIR": str(folder / "sets"), "ITD_CACHE_DIR": str(folder / "cache"), "ITD_INDEX_DIR": str(folder / "index")}
+    if os.environ.get("ITD_BROWSER_DEMO") != "1":
+        env.update(ITD_APP_MODEL=str(tiny_pipeline_dir), ITD_APP_SAE=str(tiny_sae_dir), ITD_APP_LAYER="1")
+    port = _free_port()
+    log = open(folder / "streamlit.log", "w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true", "--server.port", str(port),
+         "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal",
+         "--server.fileWatcherType", "none"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                    if response.read() == b"ok":
+                        break
+            except OSError:
+                pass
+            if process.poll() is not None or time.time() > deadline:
+                pytest.fail(f"streamlit did not start: {(folder / 'streamlit.log').read_text()[-2000:]}")
+            time.sleep(0.5)
+        yield url, env, folder
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        shutil.copy(folder / "streamlit.log", ARTIFACTS / "streamlit.log")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield chromium
+        chromium.close()
+
+
+class Journey:
+    """Small helpers over a Playwright page of the app."""
+
+    def __init__(self, page):
+        self.page = page
+        self.step = 0
+
+    def idle(self, timeout: int = STEP) -> None:
+        """Wait until the script run ends (the status widget goes away)."""
+        self.page.wait_for_timeout(300)
+        self.page.locator('[data-testid="stStatusWidget"]').wait_for(state="hidden", timeout=timeout)
+
+    def see(self, text: str, timeout: int = STEP) -> None:
+        self.page.get_by_text(text).first.wait_for(timeout=timeout)
+
+    def go(self, title: str) -> None:
+        self.page.get_by_test_id("stSidebarNavItems").get_by_role("link", name=title).click()
+        self.page.get_by_role("heading", name=title if title != "Export / import" else "Export / import").first.wait_for(timeout=STEP)
+        self.idle()
+
+    def fill_area(self, label: str, text: str) -> None:
+        box = self.page.get_by_label(label, exact=True)
+        box.fill(text)
+        box.press("Control+Enter")
+        self.idle()
+
+    def fill_input(self, label: str, text: str) -> None:
+        box = self.page.get_by_label(label, exact=True)
+        box.fill(text)
+        box.press("Enter")
+        self.idle()
+
+    def clear_multiselect(self, label: str) -> None:
+        widget = self.page.get_by_test_id("stMultiSelect").filter(has=self.page.get_by_text(label, exact=True))
+        clear = widget.get_by_role("button", name="Clear all")
+        if clear.count():
+            clear.click()
+            self.idle()
+
+    def click(self, name: str) -> None:
+        self.page.get_by_role("button", name=name).first.click()
+        self.idle()
+
+    def shot(self, name: str) -> Path:
+        self.step += 1
+        print(f"[journey] {time.strftime('%H:%M:%S')} step {self.step}: {name}", flush=True)
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        path = ARTIFACTS / f"{self.step:02d}-{name}.png"
+        self.page.screenshot(path=str(path), full_page=True)
+        if os.environ.get("ITD_UPDATE_SCREENSHOTS") == "1":
+            _small_copy(path, DOC_SHOTS / f"{name}.png")
+        return path
+
+
+def _small_copy(source: Path, target: Path, width: int = 900, max_height: int = 1400) -> None:
+    """A README-sized PNG: narrower, cropped, 128 colours."""
+    from PIL import Image
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with Image.open(source) as image:
+        image = image.convert("RGB")
+        scale = width / image.width
+        image = image.resize((width, round(image.height * scale)), Image.LANCZOS)
+        image = image.crop((0, 0, width, min(image.height, max_height)))
+        image.quantize(colors=128, method=Image.Quantize.MEDIANCUT).save(target, optimize=True)
+
+
+def test_journey_inspect_search_calibrate_preview_export_classify(server, browser, tmp_path):
+    url, env, _ = server
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    page = context.new_page()
+    page.set_default_timeout(STEP)
+    app = Journey(page)
+    try:
+        # 1. Open the app: the sidebar says what is loaded.
+        page.goto(url)
+        app.see("fingerprint")
+        app.idle()
+        app.shot("model-and-sae")
+
+        # 2. Inspect a prompt: a heatmap of tokens x features.
+        app.go("Token inspector")
+        app.fill_area("Prompts (one per line)", f"{CONCEPT_PROMPTS[0]}\n{NON_TARGET}")
+        page.locator(".js-plotly-plot").first.wait_for()
+        app.see("Compare two prompts")
+        app.shot("token-inspector")
+
+        # 3. Search the concept against a retain set, and 4. add its features to the set.
+        app.go("Concept search")
+        page.get_by_test_id("stRadio").get_by_text("prompts", exact=True).click()
+        app.idle()
+        app.fill_area("Concept prompts (one per line)", "\n".join(CONCEPT_PROMPTS))
+        app.fill_input("Concept name (in the set)", CONCEPT)
+        app.clear_multiselect("Shipped prompt sets")
+        app.fill_area("More retain prompts (one per line)", "\n".join(RETAIN))
+        app.click("Search")
+        app.see(f"Features for '{CONCEPT}'")
+        app.shot("concept-search")
+        page.get_by_role("button", name="Add all").click()
+        app.idle()
+        app.see(f"added concept '{CONCEPT}'")
+
+        app.go("Deactivation set")
+        app.see("not calibrated")
+        app.shot("deactivation-set")
+
+        # 5. Calibrate with the paper's rule, and try the live box.
+        app.go("Classifier calibration")
+        app.clear_multiselect("Shipped retain sets")
+        app.fill_area("More retain prompts (one per line)", "\n".join(RETAIN))
+        app.click("Score the prompts")
+        app.see("ROC AUC")
+        app.click(f"Save this threshold for '{CONCEPT}'")
+        app.see(f"threshold of '{CONCEPT}' set to")
+        app.fill_input("Any prompt", CONCEPT_PROMPTS[0])
+        app.see("triggers")
+        app.shot("calibration")
+
+        # 6. Preview side by side (a target and a non-target), with a progress bar per image.
+        app.go("Preview")
+        app.fill_area("Prompts (targets and non-targets, one per line)", f"{CONCEPT_PROMPTS[0]}\n{NON_TARGET}")
+        steps = page.get_by_test_id("stSlider").filter(has=page.get_by_text("Steps", exact=True)).get_by_role("slider")
+        steps.focus()
+        for key in ("Home", "ArrowRight", "ArrowRight", "ArrowRight"):  # 4 steps: enough to see the two columns differ
+            steps.press(key)
+        app.idle()
+        app.click("Generate")
+        app.see("Download the side-by-side grid (PNG)", timeout=300_000)
+        assert page.get_by_test_id("stImage").count() == 4
+        app.shot("preview")
+
+        # 7. Export the config (a real download).
+        app.go("Export / import")
+        with page.expect_download() as download_info:
+            page.get_by_role("button", name="Erasure config (JSON)").click()
+        config_path = tmp_path / "erasure.json"
+        download_info.value.save_as(config_path)
+        app.shot("export")
+    except Exception:
+        app.shot("failure")
+        raise
+    finally:
+        context.close()
+
+    # 8. The downloaded config erases the concept, and leaves the non-target alone.
+    config = json.loads(config_path.read_text())
+    assert config["concepts"][0]["name"] == CONCEPT and config["concepts"][0]["threshold"] is not None
+    result = subprocess.run([sys.executable, "-m", "itd_core", "classify", str(config_path), CONCEPT_PROMPTS[0], "--json"],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)["prompts"]
+    assert rows[0]["edited"] is True and rows[0]["concepts_hit"] == [CONCEPT]
