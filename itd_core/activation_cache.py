@@ -17,11 +17,10 @@ and the header metadata records the prompt range it covers and the build key, so
 shards that are already complete (each is written to a temp file, then ``os.replace``-d).
 
 Which tokens: the ItD positions, i.e. every position the pipeline hands to the UNet except 0
-(BOS/CLS). For encoders the pipeline runs *without* an attention mask (SD 1.x/2.x CLIP) that
-includes the padding positions: the UNet sees them and ItD edits them, so the SAE must model them.
-For encoders the pipeline runs *with* a mask (``adapter.uses_attention_mask``, e.g. BERT-family),
-padding positions are left out: their outputs are never attended to, so they are not meaningful
-training data.
+(BOS/CLS), padding included. The UNet cross-attends to every position (diffusers passes no
+encoder mask to it), padding positions carry the prompt's meaning (they attend to its tokens, even
+when the encoder masks padding as keys), and ItD scores and edits them: so the SAE must model them,
+for CLIP and for masked BERT-family encoders alike.
 
 Several processes: under ``accelerate launch --num_processes N`` each process encodes a contiguous,
 disjoint slice of the prompts and writes its own shards (rank in the file name); the main process
@@ -111,7 +110,7 @@ def encoder_identity(adapter: TextEncoderAdapter) -> dict:
 
 
 def _positions_rule(adapter: TextEncoderAdapter) -> str:
-    return "attended-except-0" if adapter.uses_attention_mask else "all-except-0"
+    return "all-except-0"
 
 
 def _build_key(identity: dict, phash: str, n_prompts: int, shard_tokens: int, world_size: int, positions: str) -> str:
@@ -139,25 +138,17 @@ def _rank_slice(n_prompts: int, rank: int, world_size: int) -> tuple[int, int]:
     return n_prompts * rank // world_size, n_prompts * (rank + 1) // world_size
 
 
-def _select_positions(batch: TokenizedPrompts, masked: bool) -> torch.Tensor:
-    """Boolean ``[B, T]`` of the positions to store."""
+def _select_positions(batch: TokenizedPrompts) -> torch.Tensor:
+    """Boolean ``[B, T]`` of the positions to store: the ItD positions."""
     keep = torch.ones_like(batch.input_ids, dtype=torch.bool)
     keep[:, 0] = False
-    if masked:
-        keep &= batch.attention_mask.bool()
     return keep
 
 
 def _plan_shards(adapter: TextEncoderAdapter, prompts: Sequence[str], start: int, end: int, shard_tokens: int) -> list[tuple[int, int, int]]:
     """Cut prompts ``[start, end)`` into consecutive ranges of at most ``shard_tokens`` tokens
     (a single prompt longer than that gets a shard to itself). Returns ``(start, end, n_tokens)``."""
-    if adapter.uses_attention_mask:
-        counts: list[int] = []
-        for chunk in range(start, end, 1024):
-            tokenized = adapter.tokenize(prompts[chunk:min(end, chunk + 1024)])
-            counts += _select_positions(tokenized, True).sum(dim=1).tolist()
-    else:
-        counts = [adapter.max_length - 1] * (end - start)
+    counts = [adapter.max_length - 1] * (end - start)
     plan, first, total = [], start, 0
     for offset, count in enumerate(counts):
         index = start + offset
@@ -201,10 +192,9 @@ def _write_json_atomic(path: Path, payload: dict) -> None:
 
 
 def _encode_range(adapter: TextEncoderAdapter, prompts: Sequence[str], start: int, end: int, batch_size: int, bar) -> dict[str, torch.Tensor]:
-    masked = adapter.uses_attention_mask
     parts: dict[str, list[torch.Tensor]] = {"activations": [], "prompt_index": [], "position": [], "token_id": []}
     for offset, (batch, acts) in enumerate(adapter.iter_capture(list(prompts[start:end]), batch_size=batch_size)):
-        keep = _select_positions(batch, masked)
+        keep = _select_positions(batch)
         rows, cols = keep.nonzero(as_tuple=True)
         selected = acts[rows.to(acts.device), cols.to(acts.device)].float()
         overflow = selected.abs().amax(dim=1) > _FP16_MAX

@@ -2,7 +2,7 @@
 
 ``tiny_clip_adapter``: a 3-layer, 32-wide CLIP text tower with random weights behind the real SD 1.x
 CLIP tokenizer (no attention mask, like the SD pipeline). ``tiny_bert_adapter``: a tiny BERT behind the
-all-MiniLM-L6-v2 tokenizer, with ``use_attention_mask`` set (padding is left out of the cache).
+all-MiniLM-L6-v2 tokenizer, with ``use_attention_mask`` set.
 """
 
 from __future__ import annotations

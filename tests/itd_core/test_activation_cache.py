@@ -52,20 +52,21 @@ def test_manifest(tiny_clip_adapter, clip_cache):
     assert [(s["prompt_start"], s["prompt_end"]) for s in manifest["shards"]] == [(0, 2), (2, 4), (4, 6), (6, 8), (8, 10)]
 
 
-def test_masked_encoder_stores_attended_positions_only(tiny_bert_adapter, tmp_path):
+def test_masked_encoder_stores_every_itd_position_padding_included(tiny_bert_adapter, tmp_path):
+    """The UNet reads padding positions too, and ItD scores and edits them: the SAE must model them."""
     cache = build_activation_cache(tiny_bert_adapter, PROMPTS, tmp_path / "bert", batch_size=4, shard_tokens=16, progress=False)
     batch = tiny_bert_adapter.tokenize(PROMPTS)
     direct = tiny_bert_adapter.capture(batch)
-    keep = batch.attention_mask.bool().clone()
+    keep = torch.ones_like(batch.attention_mask, dtype=torch.bool)
     keep[:, 0] = False
     shards = list(cache.iter_shards())
-    assert cache.manifest["positions"] == "attended-except-0"
-    assert cache.n_tokens == int(keep.sum()) < len(PROMPTS) * (tiny_bert_adapter.max_length - 1)
+    assert cache.manifest["positions"] == "all-except-0"
+    assert cache.n_tokens == len(PROMPTS) * (tiny_bert_adapter.max_length - 1)
     assert torch.equal(torch.cat([s.activations for s in shards]), direct[keep].half())
     rows, cols = keep.nonzero(as_tuple=True)
     assert torch.equal(torch.cat([s.prompt_index for s in shards]), rows.int())
     assert torch.equal(torch.cat([s.position for s in shards]), cols.int())
-    assert all(len(s) <= 16 for s in shards) and len(shards) > 1
+    assert all(len(s) <= 2 * (tiny_bert_adapter.max_length - 1) for s in shards) and len(shards) > 1
 
 
 def test_resume_skips_complete_shards(tiny_clip_adapter, tmp_path):
