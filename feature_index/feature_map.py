@@ -2,9 +2,16 @@
 
 UMAP is imported only inside :func:`compute_feature_map` (its first import compiles numba code for
 about 30 s), so nothing here makes a caller wait unless a UMAP map is asked for. For big SAEs UMAP
-is fitted on a random sample of ``sample_size`` features and the rest are placed with
-``transform`` in chunks (progress is reported per chunk). Zero decoder rows (pruned latents) have
-no direction: their coordinates are NaN.
+is fitted on a random sample of ``sample_size`` features and the rest are placed in chunks
+(progress is reported per chunk), by one of:
+
+* ``transform="knn"`` (default): each feature goes to the similarity-weighted mean of the map
+  positions of its ``n_neighbors`` nearest fitted features (cosine, exact FAISS batch search) --
+  what ``UMAP.transform`` starts from, without its optimisation epochs. Measured on 2 shared CPU
+  cores at 768-d: about 20x faster than ``UMAP.transform`` (see the bench);
+* ``transform="umap"``: ``UMAP.transform`` itself (about 2 h for 524k features there).
+
+Zero decoder rows (pruned latents) have no direction: their coordinates are NaN.
 
 Maps are cached under ``maps/<method>-<params hash>.safetensors`` (``coords`` float32 ``[n, 2]``,
 metadata: method, parameters, SAE fingerprint, fit size, seconds) and reused while the SAE is the same.
@@ -49,9 +56,13 @@ class FeatureMap:
                 "seconds": self.seconds, "fingerprint": self.fingerprint}
 
 
-def map_params(method: Method, *, sample_size: int = DEFAULT_SAMPLE, n_neighbors: int = 15, min_dist: float = 0.1, seed: int = 0) -> dict:
+def map_params(method: Method, *, sample_size: int = DEFAULT_SAMPLE, n_neighbors: int = 15, min_dist: float = 0.1, seed: int = 0,
+               transform: Literal["knn", "umap"] = "knn") -> dict:
     if method == "umap":
-        return {"metric": "cosine", "sample_size": int(sample_size), "n_neighbors": int(n_neighbors), "min_dist": float(min_dist), "seed": int(seed)}
+        if transform not in ("knn", "umap"):
+            raise ItdError(f"transform must be 'knn' or 'umap', got {transform!r}")
+        return {"metric": "cosine", "sample_size": int(sample_size), "n_neighbors": int(n_neighbors), "min_dist": float(min_dist),
+                "seed": int(seed), "transform": transform}
     if method == "pca":
         return {"sample_size": int(sample_size), "seed": int(seed)}
     raise ItdError(f"unknown map method {method!r}; use 'umap' or 'pca'")
@@ -93,15 +104,33 @@ def compute_feature_map(decoder_rows, method: Method = "umap", *, params: dict |
         done = len(fit_ids)
         if progress:
             progress("umap-transform", done, len(alive))
+        knn = None
+        if params.get("transform", "umap") == "knn" and len(rest):
+            import faiss
+
+            knn = faiss.IndexFlatIP(rows.shape[1])
+            knn.add(np.ascontiguousarray(rows[fit_ids]))
         for begin in range(0, len(rest), TRANSFORM_CHUNK):
             chunk = rest[begin:begin + TRANSFORM_CHUNK]
-            coords[chunk] = reducer.transform(rows[chunk]).astype(np.float32)
+            if knn is None:
+                coords[chunk] = reducer.transform(rows[chunk]).astype(np.float32)
+            else:
+                coords[chunk] = knn_place(knn, coords[fit_ids], rows[chunk], n_neighbors)
             done += len(chunk)
             if progress:
                 progress("umap-transform", done, len(alive))
     else:
         raise ItdError(f"unknown map method {method!r}; use 'umap' or 'pca'")
     return FeatureMap(coords, method, params, len(fit_ids), round(time.perf_counter() - started, 3), fingerprint)
+
+
+def knn_place(index, fitted_coords: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
+    """Map positions of ``rows`` as the weighted mean of their ``k`` nearest fitted rows' positions
+    (weights ``1 / (cosine distance + 1e-3)``). shape: rows ``[m, d]`` -> ``[m, 2]``"""
+    similarities, ids = index.search(np.ascontiguousarray(rows, dtype=np.float32), k)
+    weights = 1.0 / (np.clip(1.0 - similarities, 0.0, None) + 1e-3)
+    weights /= weights.sum(1, keepdims=True)
+    return (weights[..., None] * fitted_coords[ids]).sum(1).astype(np.float32)
 
 
 def save_feature_map(folder: Path, feature_map: FeatureMap) -> Path:

@@ -60,13 +60,33 @@ def test_umap_is_fitted_on_a_sample_and_transforms_the_rest_in_chunks(monkeypatc
     rng = np.random.default_rng(1)
     decoder = rng.standard_normal((200, 6)).astype(np.float32)
     stages = []
-    result = compute_feature_map(decoder, "umap", params=map_params("umap", sample_size=100, n_neighbors=5),
+    result = compute_feature_map(decoder, "umap", params=map_params("umap", sample_size=100, n_neighbors=5, transform="umap"),
                                  progress=lambda stage, done, total: stages.append((stage, done, total)))
     assert calls["init"]["metric"] == "cosine" and calls["init"]["n_neighbors"] == 5
     assert calls["fit"] == 100 and calls["transform"] == [40, 40, 20] and result.n_fit == 100
     unit = decoder / np.linalg.norm(decoder, axis=1, keepdims=True)
     np.testing.assert_allclose(result.coords, unit[:, :2] * 10, rtol=1e-5)
     assert stages[-1] == ("umap-transform", 200, 200)
+
+
+def test_knn_placement_puts_features_next_to_their_nearest_fitted_ones(monkeypatch):
+    class FakeUMAP:
+        def __init__(self, **kwargs):
+            pass
+
+        def fit_transform(self, x):
+            return x[:, :2] * 10
+
+    monkeypatch.setitem(sys.modules, "umap", types.SimpleNamespace(UMAP=FakeUMAP))
+    rng = np.random.default_rng(2)
+    base = rng.standard_normal((100, 12)).astype(np.float32)
+    decoder = np.concatenate([base, base * 2.0])  # rows 100+i point exactly where row i does
+    result = compute_feature_map(decoder, "umap", params=map_params("umap", sample_size=100, n_neighbors=4, seed=3))
+    fitted = np.isin(np.arange(200), np.sort(np.random.default_rng(3).choice(200, size=100, replace=False)))
+    pairs = [i for i in range(100) if fitted[i] != fitted[100 + i]]  # one of the pair fitted, the other placed
+    assert len(pairs) > 20
+    for i in pairs:
+        np.testing.assert_allclose(result.coords[i], result.coords[100 + i], atol=0.05)
 
 
 @pytest.mark.slow
