@@ -393,10 +393,18 @@ class FeatureIndex:
         return result
 
     # ------------------------------------------------------------------ description
+    def _faiss_factory_on_disk(self) -> str | None:
+        from feature_index.faiss_index import sidecar_path
+
+        try:
+            return read_json(sidecar_path(self.folder), "FAISS sidecar").get("factory")
+        except (FileNotFoundError, ItdError):
+            return None
+
     def describe(self) -> dict:
         info = {"folder": str(self.folder), "fingerprint": self.fingerprint, "n_features": self.n_features, "d_model": self.d_model,
                 "layer": self.bundle.adapter.layer_name, "model": self.bundle.model_id, "stats": self.document.get("stats"),
-                "faiss_factory": choose_factory(self.n_features), "flat_max_features": FLAT_MAX_FEATURES,
+                "faiss_factory": self._faiss_factory_on_disk() or choose_factory(self.n_features), "flat_max_features": FLAT_MAX_FEATURES,
                 "labels": len(self.store.labels()), "lists": self.store.list_names()}
         if self.has_stats:
             manifest = self.corpus_stats.manifest
