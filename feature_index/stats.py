@@ -26,7 +26,8 @@ A folder ``stats/<corpus hash>-<key>/`` holds one build::
 The key covers the SAE fingerprint, the corpus hash, the encoder and layer, the position rule and the
 settings (K, bins), so a folder is rebuilt only when one of them changes. Activations can come straight
 from the encoder or from an :class:`itd_core.activation_cache.ActivationCache` of the same prompts
-(then fp16-rounded, as the cache stores them).
+(then fp16-rounded, as the cache stores them; padding positions the cache keeps for masked encoders
+are dropped here, by the rule above).
 """
 
 from __future__ import annotations
@@ -267,13 +268,16 @@ def _encoder_blocks(adapter: TextEncoderAdapter, prompts: Sequence[str], start: 
         yield _Block(activations[rows.to(activations.device), cols.to(activations.device)], rows + first, cols, first + len(batch))
 
 
-def _cache_blocks(cache: ActivationCache, start: int, batch_tokens: int, skip: np.ndarray) -> Iterator[_Block]:
+def _cache_blocks(cache: ActivationCache, start: int, batch_tokens: int, skip: np.ndarray, lengths: np.ndarray | None) -> Iterator[_Block]:
+    """Blocks from a cache; ``lengths`` (attended length per prompt) drops padding positions the cache may hold."""
     for index, info in enumerate(cache.shards):
         if info.prompt_end <= start:
             continue
         shard = cache.load_shard(index)
         prompt_ids = shard.prompt_index.to(torch.int64)
         keep = (prompt_ids >= start) & ~torch.from_numpy(skip)[prompt_ids]
+        if lengths is not None:
+            keep &= shard.position.to(torch.int64) < torch.from_numpy(lengths)[prompt_ids]
         activations, prompt_ids, positions = shard.activations[keep], prompt_ids[keep], shard.position[keep].to(torch.int64)
         n = len(prompt_ids)
         if n == 0:
@@ -393,7 +397,7 @@ def build_statistics(
         if cache.prompts_hash != corpus_hash or cache.n_prompts != len(prompts):
             raise ItdError(f"the activation cache {cache.root} holds other prompts (hash {cache.prompts_hash}, {cache.n_prompts} prompts) "
                            f"than this corpus (hash {corpus_hash}, {len(prompts)} prompts)")
-        if cache.manifest.get("encoder") != identity or cache.manifest.get("positions") != rule:
+        if cache.manifest.get("encoder") != identity or cache.manifest.get("positions") not in (rule, "all-except-0"):
             raise ItdError(f"the activation cache {cache.root} was built from another encoder or layer ({cache.layer!r}) than this bundle's ({adapter.layer_name!r})")
         if cache.d_model != sae.d_model:
             raise ItdError(f"the activation cache {cache.root} has width {cache.d_model}, the SAE expects {sae.d_model}")
@@ -441,7 +445,8 @@ def build_statistics(
             _save_arrays(partial, accumulator.arrays(), {"key": key, "prompts_done": str(done), "n_tokens": str(accumulator.n_tokens)})
 
         if cache is not None:
-            blocks = _cache_blocks(cache, start, batch_size * max(1, adapter.max_length - 1), skip)
+            lengths = np.array([len(t) for t in table.tokens], dtype=np.int64) if adapter.uses_attention_mask else None
+            blocks = _cache_blocks(cache, start, batch_size * max(1, adapter.max_length - 1), skip, lengths)
         else:
             blocks = _encoder_blocks(adapter, prompts, start, batch_size, skip)
         last_checkpoint = pass_started = time.perf_counter()

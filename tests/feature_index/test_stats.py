@@ -61,6 +61,19 @@ def test_masked_encoder_statistics_skip_padding(tmp_path):
         for example in stats.examples(f, K):
             assert example.position < len(example.pieces), "no padding position among the examples"
 
+    # from an activation cache, which keeps the padding positions: they are dropped here too
+    from itd_core.activation_cache import build_activation_cache
+
+    cache = build_activation_cache(adapter, prompts, tmp_path / "cache", progress=False)
+    from_cache = build_statistics(adapter, sae, "fp-bert", prompts, tmp_path / "from-cache", top_k=K, activation_cache=cache)
+    cached_stats = CorpusStats.open(from_cache.folder, "fp-bert", sae.n_latents)
+    assert cached_stats.n_tokens == stats.n_tokens
+    blocks = []
+    for shard in cache.iter_shards():
+        attended = shard.position.long() < lengths[shard.prompt_index.long()]
+        blocks.append((shard.activations.float()[attended], shard.prompt_index.long()[attended], shard.position.long()[attended]))
+    _check_against_brute_force(cached_stats, brute_force_stats(sae, blocks, len(prompts), K, hist_edges()))
+
 
 def test_interrupted_build_resumes_to_the_same_result(tiny_bundle, tmp_path):
     adapter, sae = tiny_bundle.adapter, tiny_bundle.sae
