@@ -66,9 +66,9 @@ def bundle_status() -> None:
 navigation = st.navigation(PAGES)
 with st.sidebar:
     common.bundle_form("sb")
-status_box = st.sidebar.container()
+    bundle_status()  # loads the bundle once per process (a spinner here), then every page finds it cached
+st.session_state[common.K_FRAME] = True
 try:
     navigation.run()
 finally:
-    with status_box:
-        bundle_status()
+    st.session_state.pop(common.K_FRAME, None)

@@ -10,6 +10,7 @@ from app_support.prompt_sets import available_prompt_sets, combine, default_reta
 from itd_core.errors import ItdError
 from pages import common
 
+common.frame()
 K_SCORES = "itd.calib.scores"
 RULES = {"paper": "Paper: 0.99 x lowest target score", "fpr": "False-positive rate on the retain set", "manual": "By hand"}
 

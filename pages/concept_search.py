@@ -10,6 +10,7 @@ from itd_core.deactivation import PAPER_STRENGTH
 from itd_core.errors import ItdError
 from pages import common
 
+common.frame()
 K_RESULT = "itd.concept.result"
 
 st.title("Concept search")

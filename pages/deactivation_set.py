@@ -10,6 +10,7 @@ from itd_core.deactivation import PAPER_STRENGTH
 from itd_core.errors import ItdError
 from pages import common
 
+common.frame()
 st.title("Deactivation set")
 loaded = common.bundle()
 store = common.store(loaded)

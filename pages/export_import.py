@@ -9,6 +9,7 @@ from app_support import sets as set_ops
 from app_support.preview import missing_thresholds
 from pages import common
 
+common.frame()
 st.title("Export / import")
 loaded = common.bundle()
 set_name, config = common.current_set(loaded)

@@ -12,6 +12,7 @@ from itd_core.deactivation import PAPER_STRENGTH
 from itd_core.errors import ItdError
 from pages import common
 
+common.frame()
 st.title("Feature dashboard")
 loaded = common.bundle()
 n = loaded.sae.n_latents

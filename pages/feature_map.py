@@ -10,6 +10,7 @@ from app_support.prompt_sets import lines
 from itd_core.deactivation import PAPER_STRENGTH
 from pages import common
 
+common.frame()
 MAX_POINTS = 100_000  # drawn at once; above that a seeded sample (plus the set's features)
 
 st.title("Feature map")
@@ -84,19 +85,28 @@ if n > MAX_POINTS:
     shown = np.union1d(rng.choice(n, MAX_POINTS, replace=False), np.flatnonzero(colour > 0))
 coords = feature_map.coords[shown]
 hover = [common.feature_name(int(f), names) for f in shown]
+if mode in ("deactivation set", "feature list"):  # membership: two colours, members drawn on top
+    members = colour[shown] > 0
+    marker = {"size": np.where(members, 8, 4), "color": np.where(members, "#d62728", "#b8b8b8")}
+    order = np.argsort(members, kind="stable")
+    coords, shown_sorted, hover = coords[order], shown[order], [hover[i] for i in order]
+    marker = {"size": marker["size"][order], "color": marker["color"][order]}
+else:
+    shown_sorted = shown
+    marker = {"size": 4, "color": colour[shown], "colorscale": "Viridis", "showscale": bool(colour_title), "colorbar": {"title": colour_title}}
 figure = go.Figure(go.Scattergl(
-    x=coords[:, 0], y=coords[:, 1], mode="markers", customdata=shown, text=hover,
-    marker={"size": 4, "color": colour[shown], "colorscale": "Viridis", "showscale": bool(colour_title), "colorbar": {"title": colour_title}},
+    x=coords[:, 0], y=coords[:, 1], mode="markers", customdata=shown_sorted, text=hover, marker=marker,
     hovertemplate="%{text}<extra></extra>",
 ))
 figure.update_layout(height=560, margin={"l": 10, "r": 10, "t": 10, "b": 10}, dragmode="lasso",
                      xaxis={"visible": False}, yaxis={"visible": False, "scaleanchor": "x"})
 event = st.plotly_chart(figure, key="map.plot", on_select="rerun", selection_mode=("points", "box", "lasso"))
 st.caption(f"{method.upper()} of {n:,} decoder directions" + (f" ({len(shown):,} drawn)" if len(shown) < n else "") +
+           (f". Red: {colour_title} ({int((colour > 0).sum()):,})" if mode in ("deactivation set", "feature list") and colour_title else "") +
            ". Click, box- or lasso-select points.")
 
 points = event.selection.points if event and event.selection else []
-selected = [int(p["customdata"]) if "customdata" in p else int(shown[p["point_index"]]) for p in points]
+selected = [int(p["customdata"]) if "customdata" in p else int(shown_sorted[p["point_index"]]) for p in points]
 if selected:
     st.subheader(f"{len(selected)} selected")
     st.write(", ".join(common.feature_name(f, names) for f in selected[:50]) + (" …" if len(selected) > 50 else ""))

@@ -11,6 +11,7 @@ from itd_core.errors import ItdError
 from itd_core.pipeline import GenerationCache, GenerationSettings, generate_side_by_side, side_by_side_image
 from pages import common
 
+common.frame()
 K_RESULTS = "itd.preview.results"
 
 st.title("Preview")

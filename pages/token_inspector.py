@@ -7,6 +7,7 @@ from app_support.inspection import compare, heatmap_features
 from app_support.prompt_sets import demo_concepts, lines
 from pages import common
 
+common.frame()
 st.title("Token inspector")
 st.caption("Each token's strongest SAE features at the hooked layer (position 0, BOS, is never used by ItD and is not shown).")
 
@@ -51,18 +52,26 @@ with common.guard():
                 continue
             matrix = inspection.matrix(features)
             rows = [common.feature_name(f, names) for f in features]
-            figure = go.Figure(go.Heatmap(
-                z=matrix, x=inspection.token_labels(), y=rows, colorscale="Viridis",
-                hovertemplate="token %{x}<br>feature %{y}<br>activation %{z:.3f}<extra></extra>", colorbar={"title": "act."},
+            tokens = inspection.token_labels()
+            figure = go.Figure(go.Heatmap(z=matrix, x=tokens, y=rows, colorscale="Viridis", hoverinfo="skip", colorbar={"title": "act."}))
+            # Invisible markers on the cells: heatmaps send no click events, scatter points do.
+            cells = [(t, r, f, float(matrix[i, j])) for i, (f, r) in enumerate(zip(features, rows)) for j, t in enumerate(tokens)]
+            figure.add_trace(go.Scatter(
+                x=[c[0] for c in cells], y=[c[1] for c in cells], customdata=[c[2] for c in cells], text=[f"{c[3]:.3f}" for c in cells],
+                mode="markers", marker={"symbol": "square", "size": 18, "opacity": 0}, showlegend=False,
+                hovertemplate="token %{x}<br>feature %{y}<br>activation %{text}<br>click: open its dashboard<extra></extra>",
             ))
-            figure.update_layout(height=max(280, 22 * len(features) + 120), margin={"l": 10, "r": 10, "t": 30, "b": 10},
+            figure.update_layout(height=max(280, 22 * len(features) + 120), margin={"l": 10, "r": 10, "t": 30, "b": 10}, clickmode="event+select",
                                  yaxis={"autorange": "reversed", "type": "category"}, xaxis={"type": "category", "side": "top"})
             event = st.plotly_chart(figure, key=f"heatmap.{i}", on_select="rerun", selection_mode="points")
-            points = (event or {}).get("selection", {}).get("points", []) if event else []
+            points = event.selection.points if event and event.selection else []
             if points:
-                clicked = next((f for f, r in zip(features, rows) if r == points[0].get("y")), None)
+                point = points[0]
+                clicked = point.get("customdata")
+                if clicked is None:
+                    clicked = next((f for f, r in zip(features, rows) if r == point.get("y")), None)
                 if clicked is not None:
-                    common.open_feature(clicked)
+                    common.open_feature(int(clicked[0] if isinstance(clicked, list) else clicked))
             st.dataframe(inspection.token_table(per_token, names), hide_index=True)
 
     st.subheader("Open a feature")

@@ -38,6 +38,8 @@ CONCEPT = "Tom Cruise"
 CONCEPT_PROMPTS = ["A portrait of Tom Cruise", "Tom Cruise in an official photo", "Tom Cruise at a public event"]
 RETAIN = ["a red circle", "a dog in a park", "a blue square"]
 NON_TARGET = "a red circle"
+CORPUS = [*CONCEPT_PROMPTS, *RETAIN, "a portrait of a woman", "a cat on a sofa", "a painting of a lighthouse", "a green star",
+          "two small cyan hearts on a black background", "an oil painting of a harbour", "a sketch of a horse", "a photo of a city at night"]
 
 
 def _free_port() -> int:
@@ -144,6 +146,7 @@ class Journey:
         self.idle()
 
     def shot(self, name: str) -> Path:
+        self.idle()
         self.step += 1
         print(f"[journey] {time.strftime('%H:%M:%S')} step {self.step}: {name}", flush=True)
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -169,7 +172,9 @@ def _small_copy(source: Path, target: Path, width: int = 900, max_height: int = 
 
 def test_journey_inspect_search_calibrate_preview_export_classify(server, browser, tmp_path):
     url, env, _ = server
-    context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    for old in ARTIFACTS.glob("*.png"):
+        old.unlink()
+    context = browser.new_context(viewport={"width": 1400, "height": 1700}, accept_downloads=True)
     page = context.new_page()
     page.set_default_timeout(STEP)
     app = Journey(page)
@@ -186,6 +191,20 @@ def test_journey_inspect_search_calibrate_preview_export_classify(server, browse
         page.locator(".js-plotly-plot").first.wait_for()
         app.see("Compare two prompts")
         app.shot("token-inspector")
+
+        # 2b. Click a heatmap cell: its feature's dashboard opens; build the feature index over a small corpus.
+        cells = page.locator(".js-plotly-plot").first.locator(".nsewdrag").first.bounding_box()
+        page.mouse.click(cells["x"] + cells["width"] / 12, cells["y"] + 12)  # the first token's strongest feature
+        page.get_by_role("heading", name="Feature dashboard").first.wait_for()
+        app.idle()
+        app.clear_multiselect("Corpus (prompt sets)")
+        app.fill_area("More corpus prompts (one per line)", "\n".join(CORPUS))
+        app.click("Build the feature index")
+        app.see("Top activating examples")
+        app.shot("feature-dashboard")
+        app.go("Feature map")
+        page.locator(".js-plotly-plot").first.wait_for()
+        app.shot("feature-map")
 
         # 3. Search the concept against a retain set, and 4. add its features to the set.
         app.go("Concept search")

@@ -63,15 +63,20 @@ def test_every_page_renders_without_errors(app):
         assert app.title, page
 
 
-def test_a_wrong_path_is_a_message_not_a_trace(app, tmp_path):
-    # The same form is in the sidebar and on the Model & SAE page; AppTest cannot drive sidebar widgets
-    # of an st.navigation app (it drops them after the first run), the browser test does.
-    app.text_input(key="w.home.model").input(str(tmp_path / "missing"))
-    app.button(key="FormSubmitter:bundle.home-Load").click().run()
+@pytest.mark.parametrize("form", ["sb", "home"])
+def test_a_wrong_path_is_a_message_not_a_trace(app, tmp_path, form):
+    """The Model & SAE form is in the sidebar on every page, and on the Model & SAE page."""
+    app.text_input(key=f"w.{form}.model").input(str(tmp_path / "missing"))
+    app.button(key=f"FormSubmitter:bundle.{form}-Load").click().run()
     assert not app.exception
     assert any("not found" in e.value for e in app.error)
+    assert any("Not loaded" in e.value for e in app.sidebar.error)
     go(app, "token_inspector")
     assert not app.exception and any("No model loaded" in e.value for e in app.error)
+    app.text_input(key="w.sb.model").input(str(tmp_path / "missing"))
+    app.text_input(key="w.sb.sae").input("")
+    app.button(key="FormSubmitter:bundle.sb-Load").click().run()
+    assert any("an SAE is needed" in e.value for e in app.sidebar.error)
 
 
 def test_the_demo_is_the_default(monkeypatch, app_env):
@@ -84,7 +89,7 @@ def test_the_demo_is_the_default(monkeypatch, app_env):
     monkeypatch.delenv("ITD_APP_LAYER")
     at = AppTest.from_file(APP, default_timeout=120).run()
     assert not at.exception
-    assert at.sidebar.text_input(key="w.sb.model").value == "demo"  # the first run's tree has the sidebar
+    assert at.sidebar.text_input(key="w.sb.model").value == "demo"
     # Until the demo's assets are all there, its absence is a message on the page.
     assert at.title or at.error
 
@@ -175,11 +180,15 @@ def test_switching_sets(app):
     go(app, "deactivation_set")
     app.text_input(key="w.set.new_name").input("second").run()
     app.button(key="set.create").click().run()
+    assert app.sidebar.selectbox(key="w.sb.set").value == "second"
     assert app.selectbox(key="w.set.current").options == ["default", "second"]
     app.selectbox(key="w.set.current").set_value("default").run()
     assert app.session_state["itd.set"] == "default" and not app.exception
     go(app, "calibration")
     assert any("'default'" in i.value for i in app.info)
+    app.sidebar.selectbox(key="w.sb.set").set_value("second").run()
+    assert app.session_state["itd.set"] == "second"
+    assert any("'second'" in i.value for i in app.info)
 
 
 def test_two_sessions_keep_separate_state(app_env):
