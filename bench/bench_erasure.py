@@ -116,7 +116,6 @@ def main() -> None:
             fast_seconds = seconds
             assert disagreements == 0, "the fp32 engine must take the reference's decisions"
         rows.append((f"itd_core Deactivator ({args.concepts} concept(s))", dtype_name, seconds, reference_seconds / seconds, disagreements))
-        del cast, deactivator
 
     device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
     print(f"\nErasure path: {args.prompts} prompts x 77 tokens, SAE 768 x {args.latents:,}, k={args.k}, {device_name}\n")

@@ -43,6 +43,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
+from itd_core.atomic import atomic_write_json
 from itd_core.encoders import TextEncoderAdapter, TokenizedPrompts
 from itd_core.errors import ItdError
 from itd_core.prompts import prompts_hash
@@ -181,16 +182,6 @@ def _write_shard_atomic(path: Path, tensors: dict[str, torch.Tensor], metadata: 
         raise
 
 
-def _write_json_atomic(path: Path, payload: dict) -> None:
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        temp.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-
-
 def _encode_range(adapter: TextEncoderAdapter, prompts: Sequence[str], start: int, end: int, batch_size: int, bar) -> dict[str, torch.Tensor]:
     parts: dict[str, list[torch.Tensor]] = {"activations": [], "prompt_index": [], "position": [], "token_id": []}
     for offset, (batch, acts) in enumerate(adapter.iter_capture(list(prompts[start:end]), batch_size=batch_size)):
@@ -300,7 +291,7 @@ def build_activation_cache(
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "shards": [s.to_dict() for s in shards],
         }
-        _write_json_atomic(manifest_path, manifest)
+        atomic_write_json(manifest_path, manifest)
     state.wait_for_everyone()
     return ActivationCache.open(out_dir)
 

@@ -26,3 +26,13 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | Path, payload) -> Path:
+    """Indented strict JSON (NaN/inf floats at the top level become null), written atomically."""
+    import json
+    import math
+
+    if isinstance(payload, dict):
+        payload = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in payload.items()}
+    return atomic_write_text(path, json.dumps(payload, indent=2) + "\n")

@@ -62,7 +62,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import shutil
 import time
@@ -78,7 +77,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from itd_core.activation_cache import ActivationCache, build_activation_cache, use_cpu_processes
+from itd_core.activation_cache import build_activation_cache, use_cpu_processes
+from itd_core.atomic import atomic_write_json
 from itd_core.encoders import TextEncoderAdapter
 from itd_core.errors import ItdError
 from itd_core.sae import SAEConfig, SparseCode, TopKSAE
@@ -684,7 +684,7 @@ def train_sae_from_prompts(
     }
     if accelerator.is_main_process:
         save_sae(sae, out_dir / "sae", format="native")
-        _write_json(out_dir / "metrics.json", metrics)
+        atomic_write_json(out_dir / "metrics.json", metrics)
     accelerator.wait_for_everyone()
     return sae, metrics
 
@@ -695,11 +695,3 @@ def _truncate_log(path: Path, step: int) -> None:
         return
     kept = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip() and json.loads(line).get("step", 0) <= step]
     path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-
-
-def _write_json(path: Path, payload: dict) -> None:
-    """Atomic JSON write; NaN/inf become null (strict JSON)."""
-    clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in payload.items()}
-    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    temp.write_text(json.dumps(clean, indent=2) + "\n", encoding="utf-8")
-    os.replace(temp, path)
