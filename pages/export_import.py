@@ -36,6 +36,18 @@ st.code(f'itd classify {filename} "A prompt to check" --json', language="bash")
 with st.expander("The config"):
     st.json(config.model_dump(mode="json"), expanded=False)
 
+handle = common.feature_index(loaded)
+if handle.index is not None and handle.index.lists.names():
+    st.subheader("Feature lists of the feature index")
+    l1, l2 = st.columns([2, 1])
+    list_name = l1.selectbox("List", handle.index.lists.names(), key="w.export.list")
+    with common.guard():
+        document = handle.index.lists.export(list_name)
+        l2.write("")
+        l2.download_button("List (JSON)", json.dumps(document, indent=2), file_name=f"{list_name.replace(' ', '_')}-list.json",
+                           mime="application/json", icon=":material/download:", key="export.index_list")
+        st.caption(f"{len(document['features'])} feature(s), Neuronpedia-style; `itd index import-list` reads it back.")
+
 st.subheader("Import a config")
 upload = st.file_uploader("Erasure config (JSON)", type=["json"], key="import.file")
 if upload is not None:

@@ -19,6 +19,20 @@ n = loaded.sae.n_latents
 handle = common.feature_index(loaded)
 index = handle.index
 
+if index is not None:
+    with st.expander("Find features by label or top token"):
+        query = st.text_input("Search", key="w.dash.search", placeholder="e.g. portrait, Picasso, a label you gave")
+        if query.strip():
+            with common.guard():
+                hits = index.search_text(query, limit=30)
+                if not hits:
+                    st.info("No feature has that in its label or among its top tokens" + ("" if handle.has_stats else " (token search needs the built index)") + ".")
+                for hit in hits[:15]:
+                    h1, h2 = st.columns([5, 1])
+                    h1.write(f"#{hit.feature} {hit.label or ''} · matched {', '.join(hit.matched)}" + (f" ({', '.join(hit.tokens[:4])})" if hit.tokens else ""))
+                    if h2.button("open", key=f"dash.hit.{hit.feature}"):
+                        common.open_feature(hit.feature)
+
 pick, step_back, step_next = st.columns([4, 1, 1])
 feature = int(common.keep(common.K_FEATURE, pick.number_input(f"Feature id (0..{n - 1})", min_value=0, step=1,
                                                                key=common.remember(common.K_FEATURE, 0))))

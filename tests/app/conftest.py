@@ -8,6 +8,18 @@ from pathlib import Path
 import pytest
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
+
+
+def demo_ready() -> bool:
+    """Whether the ShapesWorld demo's assets are all there (its SAE comes last)."""
+    try:
+        from shapesworld import demo
+        from shapesworld.pipeline import PIPELINE_DIR
+
+        demo.sae_folder()
+        return all((PIPELINE_DIR / part).is_dir() for part in ("unet", "vae", "scheduler"))
+    except Exception:  # noqa: BLE001 - any missing piece means: not ready
+        return False
 TIMEOUT = 120  # the first run imports torch, transformers and diffusers
 
 

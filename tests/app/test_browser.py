@@ -5,9 +5,10 @@ side, export the config, then check with ``itd classify`` that the downloaded co
 A screenshot of every step goes to ``test-artifacts/browser/``; with ``ITD_UPDATE_SCREENSHOTS=1`` small
 copies also go to ``docs/screenshots/`` (the README's pictures).
 
-Runs on the tiny bundle through the ``ITD_APP_*`` variables (the sidebar's defaults) until the demo loads
-(``ITD_BROWSER_DEMO=1`` runs it on the demo). Chromium is ``/usr/bin/chromium`` (``apt-get install chromium``;
-``.ci/run`` installs it); Playwright never downloads a browser here.
+Runs on the ShapesWorld demo (the app's default) when its assets are all there, else on the tiny bundle
+through the ``ITD_APP_*`` variables (the sidebar's defaults); ``ITD_BROWSER_BUNDLE=demo|tiny`` forces one.
+Chromium is ``/usr/bin/chromium`` (``apt-get install chromium``; ``.ci/run`` installs it); Playwright never
+downloads a browser here.
 """
 
 from __future__ import annotations
@@ -34,12 +35,27 @@ ARTIFACTS = ROOT / "test-artifacts" / "browser"
 DOC_SHOTS = ROOT / "docs" / "screenshots"
 STEP = 120_000  # ms: the first page load waits for the server to load the model
 
-CONCEPT = "Tom Cruise"
-CONCEPT_PROMPTS = ["A portrait of Tom Cruise", "Tom Cruise in an official photo", "Tom Cruise at a public event"]
-RETAIN = ["a red circle", "a dog in a park", "a blue square"]
+RETAIN = ["a red circle", "a large blue square", "a green star on a white background"]
 NON_TARGET = "a red circle"
-CORPUS = [*CONCEPT_PROMPTS, *RETAIN, "a portrait of a woman", "a cat on a sofa", "a painting of a lighthouse", "a green star",
-          "two small cyan hearts on a black background", "an oil painting of a harbour", "a sketch of a horse", "a photo of a city at night"]
+OTHERS = ["a portrait of a woman", "a cat on a sofa", "a painting of a lighthouse", "two small cyan hearts on a black background",
+          "an oil painting of a harbour", "a sketch of a horse", "a yellow triangle on a grey background", "a purple ring"]
+
+
+def _use_demo() -> bool:
+    from tests.app.conftest import demo_ready
+
+    choice = os.environ.get("ITD_BROWSER_BUNDLE", "auto")
+    return choice == "demo" or (choice == "auto" and demo_ready())
+
+
+def _concept() -> tuple[str, list[str]]:
+    """The concept the journey erases: a ShapesWorld identity on the demo, a celebrity on the tiny bundle."""
+    if _use_demo():
+        from shapesworld.world import erasure_prompts
+
+        name, prompts = next(iter(erasure_prompts()["identity"].items()))
+        return name, list(prompts[:3])
+    return "Tom Cruise", ["A portrait of Tom Cruise", "Tom Cruise in an official photo", "Tom Cruise at a public event"]
 
 
 def _free_port() -> int:
@@ -57,7 +73,7 @@ def server(tmp_path_factory, tiny_pipeline_dir, tiny_sae_dir):
     folder = tmp_path_factory.mktemp("browser")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
            "ITD_SETS_DIR": str(folder / "sets"), "ITD_CACHE_DIR": str(folder / "cache"), "ITD_INDEX_DIR": str(folder / "index")}
-    if os.environ.get("ITD_BROWSER_DEMO") != "1":
+    if not _use_demo():
         env.update(ITD_APP_MODEL=str(tiny_pipeline_dir), ITD_APP_SAE=str(tiny_sae_dir), ITD_APP_LAYER="1")
     port = _free_port()
     log = open(folder / "streamlit.log", "w")
@@ -172,6 +188,8 @@ def _small_copy(source: Path, target: Path, width: int = 900, max_height: int = 
 
 def test_journey_inspect_search_calibrate_preview_export_classify(server, browser, tmp_path):
     url, env, _ = server
+    concept, concept_prompts = _concept()
+    corpus = [*concept_prompts, *RETAIN, *OTHERS]
     for old in ARTIFACTS.glob("*.png"):
         old.unlink()
     context = browser.new_context(viewport={"width": 1400, "height": 1700}, accept_downloads=True)
@@ -187,7 +205,7 @@ def test_journey_inspect_search_calibrate_preview_export_classify(server, browse
 
         # 2. Inspect a prompt: a heatmap of tokens x features.
         app.go("Token inspector")
-        app.fill_area("Prompts (one per line)", f"{CONCEPT_PROMPTS[0]}\n{NON_TARGET}")
+        app.fill_area("Prompts (one per line)", f"{concept_prompts[0]}\n{NON_TARGET}")
         page.locator(".js-plotly-plot").first.wait_for()
         app.see("Compare two prompts")
         app.shot("token-inspector")
@@ -198,7 +216,7 @@ def test_journey_inspect_search_calibrate_preview_export_classify(server, browse
         page.get_by_role("heading", name="Feature dashboard").first.wait_for()
         app.idle()
         app.clear_multiselect("Corpus (prompt sets)")
-        app.fill_area("More corpus prompts (one per line)", "\n".join(CORPUS))
+        app.fill_area("More corpus prompts (one per line)", "\n".join(corpus))
         app.click("Build the feature index")
         app.see("Top activating examples")
         app.shot("feature-dashboard")
@@ -210,16 +228,16 @@ def test_journey_inspect_search_calibrate_preview_export_classify(server, browse
         app.go("Concept search")
         page.get_by_test_id("stRadio").get_by_text("prompts", exact=True).click()
         app.idle()
-        app.fill_area("Concept prompts (one per line)", "\n".join(CONCEPT_PROMPTS))
-        app.fill_input("Concept name (in the set)", CONCEPT)
+        app.fill_area("Concept prompts (one per line)", "\n".join(concept_prompts))
+        app.fill_input("Concept name (in the set)", concept)
         app.clear_multiselect("Shipped prompt sets")
         app.fill_area("More retain prompts (one per line)", "\n".join(RETAIN))
         app.click("Search")
-        app.see(f"Features for '{CONCEPT}'")
+        app.see(f"Features for '{concept}'")
         app.shot("concept-search")
         page.get_by_role("button", name="Add all").click()
         app.idle()
-        app.see(f"added concept '{CONCEPT}'")
+        app.see(f"added concept '{concept}'")
 
         app.go("Deactivation set")
         app.see("not calibrated")
@@ -231,15 +249,15 @@ def test_journey_inspect_search_calibrate_preview_export_classify(server, browse
         app.fill_area("More retain prompts (one per line)", "\n".join(RETAIN))
         app.click("Score the prompts")
         app.see("ROC AUC")
-        app.click(f"Save this threshold for '{CONCEPT}'")
-        app.see(f"threshold of '{CONCEPT}' set to")
-        app.fill_input("Any prompt", CONCEPT_PROMPTS[0])
+        app.click(f"Save this threshold for '{concept}'")
+        app.see(f"threshold of '{concept}' set to")
+        app.fill_input("Any prompt", concept_prompts[0])
         app.see("triggers")
         app.shot("calibration")
 
         # 6. Preview side by side (a target and a non-target), with a progress bar per image.
         app.go("Preview")
-        app.fill_area("Prompts (targets and non-targets, one per line)", f"{CONCEPT_PROMPTS[0]}\n{NON_TARGET}")
+        app.fill_area("Prompts (targets and non-targets, one per line)", f"{concept_prompts[0]}\n{NON_TARGET}")
         steps = page.get_by_test_id("stSlider").filter(has=page.get_by_text("Steps", exact=True)).get_by_role("slider")
         steps.focus()
         for key in ("Home", "ArrowRight", "ArrowRight", "ArrowRight"):  # 4 steps: enough to see the two columns differ
@@ -265,9 +283,9 @@ def test_journey_inspect_search_calibrate_preview_export_classify(server, browse
 
     # 8. The downloaded config erases the concept, and leaves the non-target alone.
     config = json.loads(config_path.read_text())
-    assert config["concepts"][0]["name"] == CONCEPT and config["concepts"][0]["threshold"] is not None
-    result = subprocess.run([sys.executable, "-m", "itd_core", "classify", str(config_path), CONCEPT_PROMPTS[0], "--json"],
+    assert config["concepts"][0]["name"] == concept and config["concepts"][0]["threshold"] is not None
+    result = subprocess.run([sys.executable, "-m", "itd_core", "classify", str(config_path), concept_prompts[0], "--json"],
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     rows = json.loads(result.stdout)["prompts"]
-    assert rows[0]["edited"] is True and rows[0]["concepts_hit"] == [CONCEPT]
+    assert rows[0]["edited"] is True and rows[0]["concepts_hit"] == [concept]
