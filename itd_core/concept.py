@@ -27,16 +27,22 @@ STYLE_TOP_N = 256
 
 
 @torch.no_grad()
-def peak_activations(adapter: TextEncoderAdapter, sae: TopKSAE, prompts: Sequence[str], batch_size: int = 32) -> torch.Tensor:
-    """Each prompt's highest activation of each latent over its ItD positions. shape: ``[P, n_latents]`` (float32)."""
-    rows = []
-    for _, activations in adapter.iter_capture(list(prompts), batch_size):
+def _encode_peaks(adapter: TextEncoderAdapter, sae: TopKSAE, prompts: Sequence[str], batch_size: int, keep_codes: bool):
+    """Peaks ``[P, n]`` (float32) and, when asked, each batch's (tokens, code) for later look-ups."""
+    rows, codes = [], []
+    for batch, activations in adapter.iter_capture(list(prompts), batch_size):
         code = sae.encode(activations[:, 1:].to(sae.W_enc.dtype))
         flat_values = code.values.float().flatten(1)
-        flat_indices = code.indices.flatten(1)
         peaks = torch.zeros(len(activations), sae.n_latents, dtype=torch.float32, device=flat_values.device)
-        rows.append(peaks.scatter_reduce_(1, flat_indices, flat_values, reduce="amax").cpu())
-    return torch.cat(rows)
+        rows.append(peaks.scatter_reduce_(1, code.indices.flatten(1), flat_values, reduce="amax").cpu())
+        if keep_codes:
+            codes.append((batch.tokens, code.values.float().cpu(), code.indices.cpu()))
+    return torch.cat(rows), codes
+
+
+def peak_activations(adapter: TextEncoderAdapter, sae: TopKSAE, prompts: Sequence[str], batch_size: int = 32) -> torch.Tensor:
+    """Each prompt's highest activation of each latent over its ItD positions. shape: ``[P, n_latents]`` (float32)."""
+    return _encode_peaks(adapter, sae, prompts, batch_size, keep_codes=False)[0]
 
 
 def top_n_mask(peaks: torch.Tensor, top_n: int) -> torch.Tensor:
@@ -101,20 +107,17 @@ class ConceptSelection(BaseModel):
         return ConceptFeatures.uniform(self.name, self.feature_ids, strength, threshold)
 
 
-def _peak_tokens(adapter: TextEncoderAdapter, sae: TopKSAE, prompts: Sequence[str], features: Sequence[int]) -> dict[int, list[str]]:
-    """For each feature, the token (per concept prompt) where it is most active."""
+def _peak_tokens(codes, features: Sequence[int]) -> dict[int, list[str]]:
+    """For each feature, the tokens (one per concept prompt) where it is most active, most common first."""
     wanted = torch.tensor(list(features), dtype=torch.long)
     counters: dict[int, Counter] = {f: Counter() for f in features}
-    for batch, activations in adapter.iter_capture(list(prompts)):
-        code = sae.encode(activations[:, 1:].to(sae.W_enc.dtype))
-        for b in range(len(batch)):
-            values, indices = code.values[b].float().cpu(), code.indices[b].cpu()
-            match = indices.unsqueeze(-1) == wanted  # [P, k, F]
-            dense = (values.unsqueeze(-1) * match).amax(1)  # [P, F]
-            best = dense.argmax(0)
+    for tokens, values, indices in codes:
+        for b in range(len(tokens)):
+            per_position = (values[b].unsqueeze(-1) * (indices[b].unsqueeze(-1) == wanted)).amax(1)  # [positions, F]
+            best = per_position.argmax(0)
             for j, feature in enumerate(features):
-                if dense[best[j], j] > 0:
-                    counters[feature][batch.tokens[b][1 + int(best[j])]] += 1
+                if per_position[best[j], j] > 0:
+                    counters[feature][tokens[b][1 + int(best[j])]] += 1
     return {f: [token for token, _ in counters[f].most_common(3)] for f in features}
 
 
@@ -138,7 +141,7 @@ def select_concept(
         retain = PromptProfile.build(adapter, sae, retain, top_n, batch_size)
     elif retain.top_n != top_n:
         raise ItdError(f"the retain profile was built with top-N={retain.top_n}, not {top_n}")
-    peaks = peak_activations(adapter, sae, prompts, batch_size)
+    peaks, codes = _encode_peaks(adapter, sae, prompts, batch_size, keep_codes=True)
     concept_top = top_n_mask(peaks, top_n)
     hits = concept_top.sum(0)
     candidates = hits > 0
@@ -146,7 +149,7 @@ def select_concept(
     ids = selected.nonzero().flatten()
     mean_peak = peaks.mean(0)
     order = sorted(ids.tolist(), key=lambda f: (-int(hits[f]), -float(mean_peak[f]), f))
-    tokens = _peak_tokens(adapter, sae, prompts, order) if order else {}
+    tokens = _peak_tokens(codes, order) if order else {}
     evidence = [
         FeatureEvidence(
             id=f,
