@@ -11,24 +11,25 @@ import json
 import sys
 from pathlib import Path
 
+from itd_core.cli import emit
 from itd_core.errors import ItdError
 
 
 def _add_index_options(parser) -> None:
-    from itd_core.cli import _add_bundle_options, _add_json
+    from itd_core.cli import add_bundle_options, add_json_option
 
-    _add_bundle_options(parser)
+    add_bundle_options(parser)
     parser.add_argument("--index-dir", help="the index folder (default: $ITD_INDEX_DIR/<SAE fingerprint[:16]>, "
                                             "ITD_INDEX_DIR defaulting to ~/.cache/itd-explorer/index)")
-    _add_json(parser)
+    add_json_option(parser)
 
 
 def _open_index(args):
-    from itd_core.cli import _bundle_from_args
+    from itd_core.cli import bundle_from_args
 
     from feature_index.index import FeatureIndex
 
-    return FeatureIndex.open(_bundle_from_args(args), args.index_dir)
+    return FeatureIndex.open(bundle_from_args(args), args.index_dir)
 
 
 def _feature_id(text: str) -> int:
@@ -42,13 +43,6 @@ def _positive(value: int, name: str) -> int:
     if value < 1:
         raise ItdError(f"{name} must be at least 1, got {value}")
     return value
-
-
-def _emit(args, document: dict, text: str) -> None:
-    if args.json:
-        print(json.dumps(document, indent=2, default=str))
-    else:
-        print(text)
 
 
 class _StderrProgress:
@@ -96,7 +90,7 @@ def cmd_index_build(args) -> None:
             + (f", {s.tokens_per_second:.0f} tokens/s" if s.tokens_per_second else "") + "\n"
             f"FAISS: {report.faiss['factory']} over {report.faiss['n_features']} x {report.faiss['dimension']} ({'reused' if report.faiss.get('reused') else 'built'})"
             + (f"\nmap: {report.feature_map['method']} ({report.feature_map['seconds']} s)" if report.feature_map else ""))
-    _emit(args, report.model_dump(), text)
+    emit(args, report.model_dump(), text)
 
 
 def cmd_index_similar(args) -> None:
@@ -108,7 +102,7 @@ def cmd_index_similar(args) -> None:
     document = {"feature": feature, "label": label, "k": k, "index": index.ensure_decoder_index()["factory"], "similar": [n.model_dump() for n in neighbors]}
     lines = [f"features most similar to {feature}" + (f" ({label})" if label else "") + " by decoder cosine:"]
     lines += [f"{n.id:>8}  {n.cosine:+.4f}  {n.label or ''}" for n in neighbors]
-    _emit(args, document, "\n".join(lines))
+    emit(args, document, "\n".join(lines))
 
 
 def cmd_index_search(args) -> None:
@@ -118,7 +112,7 @@ def cmd_index_search(args) -> None:
     document = {"query": args.query, "hits": [h.model_dump() for h in hits], "has_stats": index.has_stats}
     lines = [f"{len(hits)} feature(s) for {args.query!r}" + ("" if index.has_stats else " (labels only: no corpus statistics yet)")]
     lines += [f"{h.feature:>8}  {h.score:5.2f}  {'+'.join(h.matched):<12} {h.label or ''}  {' '.join(h.tokens)}" for h in hits]
-    _emit(args, document, "\n".join(lines))
+    emit(args, document, "\n".join(lines))
 
 
 def cmd_index_top_examples(args) -> None:
@@ -133,7 +127,7 @@ def cmd_index_top_examples(args) -> None:
              f": fires on {100 * stats.frequency:.3f}% of tokens, {100 * stats.prompt_frequency:.1f}% of prompts; max {stats.max_activation:.3f}, mean {mean}"]
     for e in examples:
         lines.append(f"{e.value:8.3f}  #{e.prompt_index:<6} {e.left[-40:]:>40} [{e.pieces[e.peak].strip()}]{e.right[:40]}")
-    _emit(args, document, "\n".join(lines))
+    emit(args, document, "\n".join(lines))
 
 
 def cmd_index_label(args) -> None:
@@ -146,7 +140,7 @@ def cmd_index_label(args) -> None:
     else:
         index.labels.set(feature, args.label, args.author)
     label = index.labels.get(feature)
-    _emit(args, {"feature": feature, "label": label}, f"{feature}: {label or '(no label)'}")
+    emit(args, {"feature": feature, "label": label}, f"{feature}: {label or '(no label)'}")
 
 
 def cmd_index_concept(args) -> None:
@@ -166,7 +160,7 @@ def cmd_index_concept(args) -> None:
     for f in result.features[:args.limit]:
         corpus = f"{100 * f.corpus_prompt_rate:7.2f}%" if f.corpus_prompt_rate is not None else f"{'-':>8}"
         lines.append(f"{f.id:>8} {f.concept_hits:>5} {f.mean_activation:>8.3f} {100 * f.retain_fire_rate:>7.1f}% {corpus}  {' '.join(f.peak_tokens)}  {f.label or ''}")
-    _emit(args, result.model_dump(), "\n".join(lines))
+    emit(args, result.model_dump(), "\n".join(lines))
 
 
 def cmd_index_export_list(args) -> None:
@@ -176,7 +170,7 @@ def cmd_index_export_list(args) -> None:
     document = index.lists.export(args.name)
     if args.output:
         atomic_write_text(args.output, json.dumps(document, indent=2) + "\n")
-    _emit(args, document, f"list {args.name!r}: {len(document['features'])} feature(s)" + (f", written to {args.output}" if args.output else "\n" + json.dumps(document, indent=2)))
+    emit(args, document, f"list {args.name!r}: {len(document['features'])} feature(s)" + (f", written to {args.output}" if args.output else "\n" + json.dumps(document, indent=2)))
 
 
 def cmd_index_import_list(args) -> None:
@@ -189,7 +183,7 @@ def cmd_index_import_list(args) -> None:
         raise ItdError(f"{path} is not a JSON list document: {error}") from None
     index = _open_index(args)
     imported = index.lists.import_(document, name=args.name, allow_other_sae=args.allow_other_sae)
-    _emit(args, imported.model_dump(), f"list {imported.name!r} now has {len(imported.items)} feature(s)")
+    emit(args, imported.model_dump(), f"list {imported.name!r} now has {len(imported.items)} feature(s)")
 
 
 # --------------------------------------------------------------------------- parser

@@ -18,7 +18,7 @@ from itd_core.errors import ItdError
 # --------------------------------------------------------------------------- helpers
 
 
-def _add_bundle_options(parser: argparse.ArgumentParser) -> None:
+def add_bundle_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("bundle")
     group.add_argument("--bundle", default="demo", help="'demo' (ShapesWorld, shipped) or a diffusers folder / hub id (default: demo)")
     group.add_argument("--sae", help="SAE folder or hub repo (needed unless --bundle demo)")
@@ -33,11 +33,11 @@ def _add_runtime_options(parser) -> None:
     parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="weights dtype (default: fp32)")
 
 
-def _add_json(parser: argparse.ArgumentParser) -> None:
+def add_json_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON document on stdout")
 
 
-def _bundle_from_args(args):
+def bundle_from_args(args):
     from itd_core.bundle import BundleSpec, load_bundle
 
     spec = BundleSpec(model=args.bundle, sae=args.sae, sae_subfolder=args.sae_subfolder, sae_format=args.sae_format,
@@ -68,7 +68,7 @@ def _report_truncation(adapter, prompts: Sequence[str]) -> list[int]:
     return truncated
 
 
-def _emit(args, document: dict, text: str) -> None:
+def emit(args, document: dict, text: str) -> None:
     if args.json:
         print(json.dumps(document, indent=2, default=str))
     else:
@@ -85,7 +85,7 @@ def cmd_sae_info(args) -> None:
     sae_format = detect_format(path) if args.format == "auto" else args.format
     sae = load_sae(path, format=sae_format)
     info = {"path": str(path), "format": sae_format, **sae.config.model_dump(), "dtype": str(sae.W_dec.dtype).removeprefix("torch."), "fingerprint": sae.fingerprint}
-    _emit(args, info, "\n".join(f"{k:>20}: {v}" for k, v in info.items()))
+    emit(args, info, "\n".join(f"{k:>20}: {v}" for k, v in info.items()))
 
 
 def cmd_sae_convert(args) -> None:
@@ -96,7 +96,7 @@ def cmd_sae_convert(args) -> None:
     sae = load_sae(args.src, format=sae_format, **({"dtype": parse_dtype(args.dtype)} if args.dtype else {}))
     save_sae(sae, args.output, format=args.to)
     document = {"source": str(args.src), "source_format": sae_format, "output": str(args.output), "format": args.to, "fingerprint": sae.fingerprint}
-    _emit(args, document, f"wrote {args.to} SAE to {args.output} (fingerprint {sae.fingerprint[:12]}…)")
+    emit(args, document, f"wrote {args.to} SAE to {args.output} (fingerprint {sae.fingerprint[:12]}…)")
 
 
 def cmd_sae_train(args) -> None:
@@ -111,7 +111,7 @@ def cmd_sae_train(args) -> None:
     config = TrainingConfig(n_latents=args.latents, k=args.k, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
                             **({"steps": args.steps} if args.steps else {}))
     sae, metrics = train_sae_from_prompts(adapter, prompts, args.output, config, cache_dir=args.cache_dir)
-    _emit(args, {"output": str(args.output), "metrics": metrics}, f"trained SAE saved to {args.output}\n" + json.dumps(metrics, indent=2, default=str))
+    emit(args, {"output": str(args.output), "metrics": metrics}, f"trained SAE saved to {args.output}\n" + json.dumps(metrics, indent=2, default=str))
 
 
 # --------------------------------------------------------------------------- concept
@@ -129,7 +129,7 @@ def cmd_concept_select(args) -> None:
     retain = read_prompt_files(args.retain)
     output = Path(args.output)
     existing = ErasureConfig.load(output) if output.exists() else None  # an invalid file is reported, not overwritten
-    bundle = _bundle_from_args(args)
+    bundle = bundle_from_args(args)
     _report_truncation(bundle.adapter, prompts + retain)
     selection = select_concept(bundle.adapter, bundle.sae, args.concept, prompts, retain, top_n=args.top_n)
     if not selection.features:
@@ -150,7 +150,7 @@ def cmd_concept_select(args) -> None:
     lines += [f"{f.id:>8} {f.concept_hits:>5} {f.mean_activation:>8.3f} {f.max_activation:>8.3f} {100 * f.retain_fire_rate:>7.1f}%  {' '.join(f.peak_tokens)}"
               for f in selection.features[:20]]
     lines.append(f"saved to {output} (not calibrated yet: run `itd calibrate {output} ...`)")
-    _emit(args, document, "\n".join(lines))
+    emit(args, document, "\n".join(lines))
 
 
 # --------------------------------------------------------------------------- classifier
@@ -195,7 +195,7 @@ def cmd_calibrate(args) -> None:
         report.append({"concept": name, "threshold": threshold, **measured.model_dump()})
     config.save(args.config)
     lines = [f"{r['concept']}: threshold {r['threshold']:.6g}  TPR {r['tpr']:.3f} ({r['n_target']} target)  FPR {r['fpr']:.3f} ({r['n_retain']} retain)" for r in report]
-    _emit(args, {"config": str(args.config), "rule": args.rule, "concepts": report}, "\n".join(lines))
+    emit(args, {"config": str(args.config), "rule": args.rule, "concepts": report}, "\n".join(lines))
 
 
 def cmd_classify(args) -> None:
@@ -228,7 +228,7 @@ def cmd_classify(args) -> None:
         verdict = "EDITED   " if row["edited"] else "untouched"
         detail = ", ".join(f"{n} {row['scores'][n]:.4g}/{row['thresholds'][n]:.4g}" for n in names)
         lines.append(f"{verdict} {row['prompt'][:60]!r}  [{detail}]" + (f"  hits: {', '.join(row['concepts_hit'])}" if row["concepts_hit"] else ""))
-    _emit(args, {"config": str(args.config), "prompts": rows}, "\n".join(lines))
+    emit(args, {"config": str(args.config), "prompts": rows}, "\n".join(lines))
 
 
 def cmd_eval(args) -> None:
@@ -248,7 +248,7 @@ def cmd_eval(args) -> None:
         measured = rates(concept.threshold, target_scores, retain_scores[:, index].tolist()) if concept.threshold is not None else None
         report.append({"concept": concept.name, "threshold": concept.threshold, **(measured.model_dump() if measured else {"tpr": None, "fpr": None})})
     lines = [f"{r['concept']}: TPR {r['tpr']}  FPR {r['fpr']}" if r["threshold"] is not None else f"{r['concept']}: not calibrated" for r in report]
-    _emit(args, {"config": str(args.config), "concepts": report}, "\n".join(lines))
+    emit(args, {"config": str(args.config), "concepts": report}, "\n".join(lines))
 
 
 # --------------------------------------------------------------------------- generate
@@ -261,7 +261,7 @@ def cmd_generate(args) -> None:
     if args.side_by_side and not args.erasure:
         raise ItdError("--side-by-side needs --erasure erasure.json")
     config = ErasureConfig.load(args.erasure) if args.erasure else None
-    bundle = _bundle_from_args(args)
+    bundle = bundle_from_args(args)
     if config:
         bundle.check_config(config)
     settings = GenerationSettings(steps=args.steps, size=args.size, guidance=args.guidance)
@@ -284,7 +284,7 @@ def cmd_generate(args) -> None:
         else:
             _save_images([p.erased for p in pairs], output, scale=args.scale)
     text = "\n".join(f"{'EDITED   ' if r.get('edited') else 'untouched'} seed {r['seed']} {r['prompt'][:60]!r}" for r in rows) + f"\nsaved {output}"
-    _emit(args, {"output": str(output), "images": rows}, text)
+    emit(args, {"output": str(output), "images": rows}, text)
 
 
 def _save_image(image, output: Path) -> None:
@@ -321,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     info = sae.add_parser("info", help="describe an SAE folder")
     info.add_argument("src")
     info.add_argument("--format", default="auto", choices=["auto", "itd", "saelens", "native"])
-    _add_json(info)
+    add_json_option(info)
     info.set_defaults(handler=cmd_sae_info)
 
     convert = sae.add_parser("convert", help="convert between the itd, saelens and native formats (bit-exact)")
@@ -330,11 +330,11 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--to", required=True, choices=["itd", "saelens", "native"])
     convert.add_argument("--format", default="auto", choices=["auto", "itd", "saelens", "native"], help="source format")
     convert.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], help="cast the weights (default: keep)")
-    _add_json(convert)
+    add_json_option(convert)
     convert.set_defaults(handler=cmd_sae_convert)
 
     train = sae.add_parser("train", help="train a TopK SAE on a layer's activations over prompt files")
-    _add_bundle_options(train)
+    add_bundle_options(train)
     train.add_argument("--prompts", nargs="+", required=True, metavar="FILE")
     train.add_argument("--latents", type=int, required=True)
     train.add_argument("--k", type=int, required=True)
@@ -344,12 +344,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--cache-dir", help="activation cache folder (default: inside the output folder)")
     train.add_argument("-o", "--output", required=True)
-    _add_json(train)
+    add_json_option(train)
     train.set_defaults(handler=cmd_sae_train)
 
     concept = commands.add_parser("concept", help="select a concept's features").add_subparsers(dest="concept_command", required=True)
     select = concept.add_parser("select", help="ItD selection: top-N features of the concept prompts minus the retain set's")
-    _add_bundle_options(select)
+    add_bundle_options(select)
     select.add_argument("--concept", required=True, help="concept name")
     source = select.add_mutually_exclusive_group(required=True)
     source.add_argument("--prompts", nargs="+", metavar="FILE", help="concept prompts")
@@ -358,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     select.add_argument("--top-n", type=int, default=128, help="top-N per prompt (paper: 128; 256 for art styles)")
     select.add_argument("--strength", type=float, default=-8.0, help="deactivation strength (paper: -8)")
     select.add_argument("-o", "--output", required=True, help="erasure config to create or add the concept to")
-    _add_json(select)
+    add_json_option(select)
     select.set_defaults(handler=cmd_concept_select)
 
     calibrate = commands.add_parser("calibrate", help="set the classifier thresholds of an erasure config")
@@ -369,14 +369,14 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--fpr", type=float, default=0.01)
     calibrate.add_argument("--concept", help="only this concept (default: all)")
     _add_runtime_options(calibrate)
-    _add_json(calibrate)
+    add_json_option(calibrate)
     calibrate.set_defaults(handler=cmd_calibrate)
 
     classify = commands.add_parser("classify", help="which prompts an erasure config edits, with scores")
     classify.add_argument("config")
     classify.add_argument("prompts", nargs="+", metavar="PROMPT")
     _add_runtime_options(classify)
-    _add_json(classify)
+    add_json_option(classify)
     classify.set_defaults(handler=cmd_classify)
 
     evaluate = commands.add_parser("eval", help="classifier TPR/FPR per concept")
@@ -384,11 +384,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--target", nargs="+", metavar="FILE")
     evaluate.add_argument("--retain", nargs="+", required=True, metavar="FILE")
     _add_runtime_options(evaluate)
-    _add_json(evaluate)
+    add_json_option(evaluate)
     evaluate.set_defaults(handler=cmd_eval)
 
     generate = commands.add_parser("generate", help="generate images, with and without erasure")
-    _add_bundle_options(generate)
+    add_bundle_options(generate)
     generate.add_argument("--erasure", metavar="erasure.json")
     generate.add_argument("--prompt", nargs="+", required=True)
     generate.add_argument("--seed", type=int, default=0, help="seed of the first prompt (the next ones get seed+1, ...)")
@@ -399,7 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--scale", type=int, default=1, help="enlarge the saved image (nearest neighbour)")
     generate.add_argument("--no-cache", action="store_true")
     generate.add_argument("-o", "--output", required=True)
-    _add_json(generate)
+    add_json_option(generate)
     generate.set_defaults(handler=cmd_generate)
 
     # `itd index ...` lives in the feature_index package; this is the one place the CLI assembles both.
