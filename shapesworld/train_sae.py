@@ -48,9 +48,14 @@ def corpus(n_world: int = 30000, seed: int = CORPUS_SEED) -> list[str]:
 def export(run_dir: Path) -> None:
     from itd_core.sae_io import load_sae, save_sae
 
+    from shapesworld.text_encoder import MODEL_ID
+
     sae = load_sae(run_dir / "sae")
+    sae.config = sae.config.model_copy(update={"model_id": MODEL_ID.split(" ")[0]})  # not the local folder it was loaded from
     save_sae(sae.half(), SAE_DIR, format="native")
     metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics["model_id"] = sae.config.model_id
+    metrics["exported_fp16_fingerprint"] = load_sae(SAE_DIR).fingerprint
     METRICS_PATH.write_text(json.dumps(metrics, indent=2) + "\n")
     print(f"exported {SAE_DIR} ({sum(p.stat().st_size for p in SAE_DIR.iterdir()) / 2**20:.1f} MiB) and {METRICS_PATH}")
 
