@@ -148,3 +148,30 @@ def lines(text: str) -> list[str]:
 def default_retain(sets: dict[str, PromptSet]) -> list[str]:
     """The retain set offered first: the demo's object prompts, else the first shipped 'retain'/'remain' list."""
     return [n for n in sets if "retain" in n.lower() or "remain" in n.lower()][:1]
+
+
+WORLD_CAPTIONS = "ShapesWorld: world captions (2,000 generated)"
+
+
+@lru_cache(maxsize=1)
+def world_captions(n: int = 2000, seed: int = 11) -> tuple[str, ...]:
+    """Captions of the demo's world (a corpus for the feature index); a few seconds, so only made on demand."""
+    from shapesworld import world
+
+    return tuple(dict.fromkeys(sample.caption for sample in world.generate(n, seed=seed)))
+
+
+def corpus_choices(is_demo: bool) -> tuple[list[str], list[str]]:
+    """(choices, default) for the feature index's corpus picker: the prompt sets, plus generated world captions on the demo."""
+    sets = available_prompt_sets(is_demo)
+    choices = ([WORLD_CAPTIONS] if is_demo else []) + list(sets)
+    if is_demo:
+        default = [WORLD_CAPTIONS] + [n for n in sets if n.startswith("ShapesWorld")]  # ~1.5k prompts: about a minute
+    else:
+        default = [n for n in sets if "coco" in n][:1]
+    return choices, default
+
+
+def corpus_prompts(is_demo: bool, chosen: list[str], typed: str = "") -> list[str]:
+    prompts = list(world_captions()) if WORLD_CAPTIONS in chosen else []
+    return list(dict.fromkeys(prompts + combine(available_prompt_sets(is_demo), [c for c in chosen if c != WORLD_CAPTIONS], typed)))

@@ -288,18 +288,18 @@ def feature_index(loaded):
 def index_builder(loaded, handle, *, key: str) -> None:
     """The 'not built yet: build it' box: corpus choice, a Build button and a progress bar."""
     from app_support import index_access
-    from app_support.prompt_sets import available_prompt_sets, combine
+    from app_support.prompt_sets import available_prompt_sets, corpus_choices, corpus_prompts
 
     st.warning(handle.status or "feature index not built yet", icon=":material/construction:")
     if handle.index is None:
         return
     sets = available_prompt_sets(loaded.spec.is_demo)
-    sized = {f"{name} ({len(s.prompts):,})": name for name, s in sets.items()}
-    default = [label for label, name in sized.items() if any(w in name for w in ("coco", "ShapesWorld", "corpus"))][:2]
-    chosen = st.multiselect("Corpus (prompt sets)", list(sized), default=default, key=f"w.{key}.corpus")
+    choices, default = corpus_choices(loaded.spec.is_demo)
+    chosen = st.multiselect("Corpus (prompt sets)", choices, default=default, key=f"w.{key}.corpus",
+                            format_func=lambda n: f"{n} ({len(sets[n].prompts):,})" if n in sets else n)
     typed = st.text_area("More corpus prompts (one per line)", key=f"w.{key}.typed", height=68)
     if st.button("Build the feature index", type="primary", key=f"{key}.build"):
-        corpus = combine(sets, [sized[c] for c in chosen], typed)
+        corpus = corpus_prompts(loaded.spec.is_demo, chosen, typed)
         bar = st.progress(0.0, text="starting…")
         with guard():
             with using(loaded):

@@ -96,11 +96,11 @@ for index, concept in enumerate(config.concepts):
         if c3.button("Open its dashboard", key=f"set.open.{index}"):
             common.open_feature(feature)
 
-        notes = st.text_area("Notes", value=concept.notes, key=f"w.set.notes.{index}.{digest}", height=68)
-        n1, n2, n3 = st.columns(3)
-        if n1.button("Save notes", disabled=notes == concept.notes, key=f"set.notes.{index}"):
+        notes = st.text_area("Notes (saved when you leave the box)", value=concept.notes, key=f"w.set.notes.{index}.{digest}", height=68)
+        if notes != concept.notes:
             common.change_set(loaded, lambda c, n=concept.name, t=notes: set_ops.set_notes(c, n, t), f"notes of {concept.name!r} saved")
-        new_concept_name = n2.text_input("Rename concept", value=concept.name, key=f"w.set.cname.{index}.{digest}", label_visibility="collapsed")
+        n1, n2, n3 = st.columns(3)
+        new_concept_name = n1.text_input("Rename concept", value=concept.name, key=f"w.set.cname.{index}.{digest}", label_visibility="collapsed")
         if n2.button("Rename concept", disabled=new_concept_name.strip() == concept.name, key=f"set.cname.{index}"):
             common.change_set(loaded, lambda c, n=concept.name, m=new_concept_name: set_ops.rename_concept(c, n, m), f"renamed {concept.name!r} to {new_concept_name.strip()!r}")
         if n3.button("Remove concept", key=f"set.drop_concept.{index}"):

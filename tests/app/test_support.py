@@ -240,6 +240,12 @@ def test_shipped_prompt_sets_are_offered():
         assert all(len(p) >= 1 for p in presets.values())
 
 
+def test_corpus_choices():
+    choices, default = prompt_sets.corpus_choices(is_demo=False)
+    assert set(default) <= set(choices) and prompt_sets.WORLD_CAPTIONS not in choices
+    assert prompt_sets.corpus_prompts(False, [], "a\nb\na") == ["a", "b"]
+
+
 # --------------------------------------------------------------------------- calibration
 
 def _calibrated_config(bundle):
