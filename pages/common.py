@@ -358,3 +358,12 @@ def scores(_loaded, key: str, features_hash: str, _config: ErasureConfig, prompt
 
     with using(_loaded):
         return score_prompts(_loaded.adapter, scoring_deactivator(_config, _loaded.sae), list(prompts))
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def concept_activations(_loaded, key: str, prompts: tuple[str, ...]):
+    """Per feature, its highest activation on ``prompts`` (the feature map's colouring). shape ``[n]``"""
+    from itd_core.concept import peak_activations
+
+    with using(_loaded):
+        return peak_activations(_loaded.adapter, _loaded.sae, list(prompts)).max(0).values.numpy()

@@ -62,8 +62,7 @@ with common.guard():
         source = st.selectbox("Concept", [*concepts, "typed prompts"], key="w.map.concept")
         prompts = lines(st.text_area("Prompts", key="w.map.prompts", height=68)) if source == "typed prompts" else concepts[source]
         if prompts:
-            with common.using(loaded):
-                colour = np.asarray(index.concept_activations(prompts), dtype=np.float32)
+            colour = np.asarray(common.concept_activations(loaded, common.bundle_key(loaded), tuple(prompts)), dtype=np.float32)
             colour_title = "peak activation"
     elif mode == "feature list":
         list_names = index.lists.names()
