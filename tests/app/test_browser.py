@@ -197,6 +197,13 @@ def test_journey_inspect_search_calibrate_preview_export_classify(server, browse
     page.set_default_timeout(STEP)
     app = Journey(page)
     try:
+        # 0. A fresh server's first request is a deep link: the page still comes inside the app's frame
+        #    (Streamlit would run a pages/ file alone; pages.common.frame() reruns it through app.py).
+        page.goto(f"{url}/deactivation_set")
+        app.see("fingerprint")
+        page.get_by_role("heading", name="Deactivation set").first.wait_for()
+        assert page.get_by_test_id("stSidebarNavItems").get_by_role("link", name="Token inspector").count() == 1
+
         # 1. Open the app: the sidebar says what is loaded.
         page.goto(url)
         app.see("fingerprint")
