@@ -96,6 +96,25 @@ def test_the_demo_is_the_default(monkeypatch, app_env):
         assert any("ShapesWorld" in e.value for e in at.error)
 
 
+@pytest.mark.parametrize("sae_format", ["itd", "saelens"])
+def test_itd_and_saelens_saes_load_the_same(app_env, monkeypatch, tmp_path, sae_format):
+    """The sidebar takes the paper's ItD format and SAELens folders; the fingerprint does not depend on the format."""
+    from streamlit.testing.v1 import AppTest
+
+    from itd_core.sae_io import save_sae
+    from tests.app.conftest import APP
+    from tests.tiny_models import build_tiny_sae
+
+    folder = save_sae(build_tiny_sae(), tmp_path / sae_format, format=sae_format)
+    native = AppTest.from_file(APP, default_timeout=120).run()
+    monkeypatch.setenv("ITD_APP_SAE", str(folder))
+    monkeypatch.setenv("ITD_APP_SAE_FORMAT", sae_format)
+    converted = AppTest.from_file(APP, default_timeout=120).run()
+    assert not problems(converted)
+    fingerprint = [c.value for c in native.sidebar.caption if "fingerprint" in c.value]
+    assert fingerprint and fingerprint == [c.value.replace(f"({sae_format})", "(native)") for c in converted.sidebar.caption if "fingerprint" in c.value]
+
+
 # --------------------------------------------------------------------------- token inspector
 
 def test_token_inspector_heatmap_pick_and_compare(app):
