@@ -57,6 +57,9 @@ chosen = common.keep("itd.concept.retain_sets", r1.multiselect("Shipped prompt s
 typed_retain = common.keep("itd.concept.retain_typed", r2.text_area("More retain prompts (one per line)", key=common.remember("itd.concept.retain_typed", ""), height=100))
 if not sets:
     st.caption("No prompt sets are shipped in this checkout: type retain prompts.")
+if st.session_state.get("itd.concept.top_n", 0) > loaded.sae.n_latents:  # kept from a bigger SAE
+    st.session_state.pop("itd.concept.top_n")
+    st.session_state.pop("w.itd.concept.top_n", None)
 top_n = common.keep("itd.concept.top_n", st.number_input("Top-N per prompt", 1, loaded.sae.n_latents, key=common.remember("itd.concept.top_n", default_top_n),
                                                         help=f"the paper uses {DEFAULT_TOP_N} for its 524k-feature SAEs"))
 
