@@ -153,6 +153,47 @@ def cmd_concept_select(args) -> None:
     emit(args, document, "\n".join(lines))
 
 
+def _parse_strengths(items: Sequence[str]) -> dict[int, float]:
+    strengths = {}
+    for item in items:
+        feature, _, value = item.partition("=")
+        try:
+            strengths[int(feature)] = float(value)
+        except ValueError:
+            raise ItdError(f"--strength takes FEATURE=VALUE, e.g. 1234=-4, got {item!r}") from None
+    return strengths
+
+
+def cmd_concept_edit(args) -> None:
+    """Manual curation on top of the selection: add/remove features, per-feature strength and label."""
+    from itd_core.erasure_config import ErasureConfig, FeatureEntry
+
+    config = ErasureConfig.load(args.config)
+    concept = config.concept(args.concept)
+    features = {f.id: f for f in concept.features}
+    for feature in args.remove or []:
+        if features.pop(feature, None) is None:
+            raise ItdError(f"feature {feature} is not in concept {args.concept!r}")
+    for feature in args.add or []:
+        features.setdefault(feature, FeatureEntry(id=feature, strength=args.default_strength))
+    for feature, strength in _parse_strengths(args.strength or []).items():
+        if feature not in features:
+            raise ItdError(f"feature {feature} is not in concept {args.concept!r}: add it first with --add")
+        features[feature] = features[feature].model_copy(update={"strength": strength})
+    for item in args.label or []:
+        feature, _, label = item.partition("=")
+        if not feature.isdigit() or int(feature) not in features:
+            raise ItdError(f"--label takes FEATURE=TEXT for a feature of the concept, got {item!r}")
+        features[int(feature)] = features[int(feature)].model_copy(update={"label": label})
+    if not features:
+        raise ItdError(f"concept {args.concept!r} would have no features left; remove the concept instead")
+    concept.features = list(features.values())
+    ErasureConfig.from_dict(json.loads(config.to_json()), source=str(args.config)).save(args.config)  # validates before writing
+    document = {"config": str(args.config), "concept": args.concept, "features": [f.model_dump() for f in concept.features]}
+    emit(args, document, f"{args.concept}: {len(concept.features)} features; saved {args.config}"
+         + ("" if concept.threshold is None else " (the threshold was calibrated for the old set: recalibrate)"))
+
+
 # --------------------------------------------------------------------------- classifier
 
 
@@ -360,6 +401,17 @@ def build_parser() -> argparse.ArgumentParser:
     select.add_argument("-o", "--output", required=True, help="erasure config to create or add the concept to")
     add_json_option(select)
     select.set_defaults(handler=cmd_concept_select)
+
+    edit = concept.add_parser("edit", help="curate a concept by hand: add/remove features, set strengths and labels")
+    edit.add_argument("config")
+    edit.add_argument("--concept", required=True)
+    edit.add_argument("--add", nargs="+", type=int, metavar="FEATURE")
+    edit.add_argument("--remove", nargs="+", type=int, metavar="FEATURE")
+    edit.add_argument("--strength", nargs="+", metavar="FEATURE=VALUE", help="per-feature strength, e.g. 1234=-4")
+    edit.add_argument("--label", nargs="+", metavar="FEATURE=TEXT")
+    edit.add_argument("--default-strength", type=float, default=-8.0, help="strength of added features (default: -8)")
+    add_json_option(edit)
+    edit.set_defaults(handler=cmd_concept_edit)
 
     calibrate = commands.add_parser("calibrate", help="set the classifier thresholds of an erasure config")
     calibrate.add_argument("config")

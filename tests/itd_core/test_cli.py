@@ -71,6 +71,24 @@ def test_select_calibrate_classify_eval_generate(capsys, files, tiny_pipeline_di
     assert [c["name"] for c in json.loads(config.read_text())["concepts"]] == ["Tom Cruise", "Keanu Reeves"]
 
 
+def test_manual_curation_on_top_of_the_selection(capsys, files, tiny_pipeline_dir, tiny_sae_dir):
+    config = files / "curated.json"
+    code, _, err = run(capsys, "concept", "select", *bundle_args(tiny_pipeline_dir, tiny_sae_dir), "--concept", "Tom Cruise",
+                       "--prompts", files / "target.txt", "--retain", files / "retain.csv", "--top-n", 16, "-o", config)
+    assert code == 0, err
+    selected = [f["id"] for f in json.loads(config.read_text())["concepts"][0]["features"]]
+    extra = next(i for i in range(256) if i not in selected)
+    code, out, err = run(capsys, "concept", "edit", config, "--concept", "Tom Cruise", "--remove", selected[0], "--add", extra,
+                         "--strength", f"{extra}=-4", "--label", f"{extra}=hand-picked", "--json")
+    assert code == 0, err
+    features = {f["id"]: f for f in json.loads(config.read_text())["concepts"][0]["features"]}
+    assert selected[0] not in features and features[extra] == {"id": extra, "strength": -4.0, "label": "hand-picked"}
+    before = config.read_text()
+    code, out, err = run(capsys, "concept", "edit", config, "--concept", "Tom Cruise", "--add", 256)
+    assert code == 1 and "out of range" in err
+    assert config.read_text() == before, "a refused edit leaves the file as it was"
+
+
 def test_sae_info_and_convert(capsys, tmp_path, tiny_sae_dir):
     code, out, err = run(capsys, "sae", "info", tiny_sae_dir, "--json")
     assert code == 0, err

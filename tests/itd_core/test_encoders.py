@@ -72,3 +72,23 @@ def test_bert_family_encoder_with_attention_mask():
     batch = bert.tokenize(["a red circle in the style of Varo Quennel"])
     assert batch.tokens[0][0] == "[CLS]" and batch.special_mask[0, 0]
     assert bert.capture(batch).shape == (1, bert.max_length, 384)
+
+
+def test_nan_activations_are_reported_with_the_prompt(adapter):
+    import copy
+
+    broken = copy.deepcopy(adapter.text_encoder)
+    with torch.no_grad():
+        broken.encoder.layers[0].mlp.fc1.weight.fill_(float("nan"))
+    with pytest.raises(ItdError, match="NaN/inf activations.*'a cat'"):
+        TextEncoderAdapter(broken, adapter.tokenizer, 1).capture(["a cat"])
+
+
+def test_sae_width_that_does_not_match_the_layer_names_both(tmp_path, tiny_pipeline_dir):
+    from itd_core.bundle import BundleSpec, load_bundle
+    from itd_core.sae import SAEConfig, TopKSAE
+    from itd_core.sae_io import save_sae
+
+    save_sae(TopKSAE.random(SAEConfig(d_model=16, n_latents=64, k=4)), tmp_path / "narrow")
+    with pytest.raises(ItdError, match=r"SAE width 16 does not match the width of layer encoder\.layers\.1 \(32\)"):
+        load_bundle(BundleSpec(model=str(tiny_pipeline_dir), sae=str(tmp_path / "narrow"), layer="1"))
