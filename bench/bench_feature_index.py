@@ -20,6 +20,7 @@ use, reported apart).
     python bench/bench_feature_index.py --latents 65536       # quicker
     python bench/bench_feature_index.py --umap --out bench.json
     python bench/bench_feature_index.py --skip-a --skip-b --umap --umap-sample 10000   # the map alone (~4 min)
+    python bench/bench_feature_index.py --skip-a --skip-b --demo-prompts 50000          # part D: the demo's statistics pass
 """
 
 from __future__ import annotations
@@ -279,6 +280,27 @@ def part_c(args, rows: list, report: dict) -> None:
         report["umap"]["transform_seconds"] = transform_seconds
 
 
+def part_d(args, rows: list, report: dict, work: Path) -> None:
+    """Statistics for the demo SAE over a big corpus: generated world captions plus the shipped prompt sets."""
+    from feature_index.index import FeatureIndex
+    from itd_core.bundle import load_bundle
+    from shapesworld.train_sae import corpus
+
+    bundle = load_bundle("demo")
+    prompts = corpus(n_world=max(0, args.demo_prompts - 14000))[: args.demo_prompts]
+    index = FeatureIndex.open(bundle, work / "demo-stats")
+    print(f"[D] demo statistics over {len(prompts)} prompts", file=sys.stderr)
+    start = time.perf_counter()
+    built = index.build(prompts, feature_map="pca")
+    seconds = time.perf_counter() - start
+    rows.append((f"statistics + FAISS + PCA map for the demo SAE (8,192 latents) over {len(prompts):,} prompts",
+                 f"{seconds / 60:.1f} min ({built.stats.n_tokens:,} tokens; target < 10 min for 50k prompts)"))
+    feature = int(index.frequencies().argmax())
+    rows.append(("demo: similar(f, 20) / top_examples(f, 20)",
+                 f"{median_ms(lambda: index.similar(feature, 20), 20):.2f} ms / {median_ms(lambda: index.top_examples(feature, 20), 20):.3f} ms"))
+    report["demo_stats"] = {"prompts": len(prompts), "seconds": seconds, "tokens": built.stats.n_tokens}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--latents", type=int, default=524288)
@@ -291,6 +313,7 @@ def main() -> None:
     parser.add_argument("--umap-transform", action="store_true", help="also time UMAP.transform (slow: ~2 min per 10k here)")
     parser.add_argument("--skip-a", action="store_true", help="skip the 524k part")
     parser.add_argument("--skip-b", action="store_true", help="skip the concept-search part")
+    parser.add_argument("--demo-prompts", type=int, default=0, help="part D: time the demo's statistics pass over this many prompts (e.g. 50000)")
     parser.add_argument("--out", help="also write the measurements as JSON here")
     args = parser.parse_args()
     print(f"torch threads {torch.get_num_threads()}, faiss {__import__('faiss').__version__}, cpus {os.cpu_count()}", file=sys.stderr)
@@ -303,6 +326,8 @@ def main() -> None:
             part_b(args, rows, report, Path(tmp))
         if args.umap:
             part_c(args, rows, report)
+        if args.demo_prompts:
+            part_d(args, rows, report, Path(tmp))
     print("| measurement | result |\n| --- | --- |")
     for name, value in rows:
         print(f"| {name} | {value} |")

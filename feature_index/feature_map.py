@@ -89,8 +89,11 @@ def compute_feature_map(decoder_rows, method: Method = "umap", *, params: dict |
     if method == "pca":
         sample = rows[fit_ids]
         mean = sample.mean(0)
-        _, _, vt = np.linalg.svd(sample - mean, full_matrices=False)
-        coords[alive] = ((rows[alive] - mean) @ vt[:2].T).astype(np.float32)
+        centred = (sample - mean).astype(np.float64)
+        # top-2 eigenvectors of the d x d covariance: far cheaper than an SVD of the n x d sample
+        _, vectors = np.linalg.eigh(centred.T @ centred)
+        axes = vectors[:, [-1, -2]] * np.sign(vectors[np.abs(vectors[:, [-1, -2]]).argmax(0), [-1, -2]])  # deterministic signs
+        coords[alive] = ((rows[alive] - mean) @ axes).astype(np.float32)
     elif method == "umap":
         import umap  # slow first import (numba); only here
 
