@@ -79,8 +79,11 @@ def check_assets(folder: Path = PIPELINE_DIR) -> None:
 
 
 def load_pipeline(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-                  folder: Path | str = PIPELINE_DIR):
+                  folder: Path | str = PIPELINE_DIR, text_encoder=None, tokenizer=None):
     """A ready ``StableDiffusionPipeline`` for ShapesWorld (64x64 images, 20-step DDIM).
+
+    ``text_encoder``/``tokenizer``: reuse already-loaded ones (an ItD bundle passes its own, so that
+    erasure hooks on the bundle's layer act inside the pipeline).
 
     Raises ``shapesworld.errors.AssetError`` naming the file when an asset is missing or corrupt.
     """
@@ -91,7 +94,8 @@ def load_pipeline(device: str | torch.device = "cpu", dtype: torch.dtype = torch
 
     folder = Path(folder)
     check_assets(folder)
-    tokenizer, encoder = te.load_tokenizer(), te.load_text_encoder(device, dtype)
+    tokenizer = tokenizer or te.load_tokenizer()
+    encoder = text_encoder if text_encoder is not None else te.load_text_encoder(device, dtype)
     old = dlogging.get_verbosity()
     dlogging.set_verbosity(logging.ERROR)  # silence "expected CLIPTextModel, got BertModel"
     try:

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from . import detector as D
 from . import world
-from .train_utils import Logger, load_checkpoint, param_count, save_checkpoint, setup
+from .train_utils import Logger, load_checkpoint, param_count, save_checkpoint, setup, warmup_cosine
 
 
 def make_dataset(n: int, seed: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> dict:
     val_images, val_targets = make_dataset(args.n_val, args.seed + 1000)
     model = D.Detector(width=args.width)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.steps, pct_start=0.1)
+    sched = warmup_cosine(opt, args.steps)
     g = torch.Generator().manual_seed(args.seed)
     step = 0
     ck = load_checkpoint(args.run_dir / "ckpt.pt")
