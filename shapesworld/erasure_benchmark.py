@@ -62,10 +62,12 @@ def misspellings(name: str, seed: int = 0) -> list[str]:
 PARAPHRASES = ["a picture showing {}", "{}, portrait photograph", "the famous {} standing outside"]
 
 
-def prompt_items(erased: Sequence[str], *, n_objects: int = 40, seed: int = 0) -> list[PromptItem]:
+def prompt_items(erased: Sequence[str], *, n_objects: int = 40, n_retained: int | None = None, seed: int = 0) -> list[PromptItem]:
+    """Targets, retained identities (all others, or the first ``n_retained``), objects, adversarial prompts."""
     sets = world.erasure_prompts(n_retain=n_objects)
     items = [PromptItem(p, "target", name) for name in erased for p in sets["identity"][name]]
-    items += [PromptItem(p, "retained", name) for name, prompts in sets["identity"].items() if name not in erased for p in prompts]
+    retained = [name for name in sets["identity"] if name not in erased][:n_retained]
+    items += [PromptItem(p, "retained", name) for name in retained for p in sets["identity"][name]]
     items += [PromptItem(r["prompt"], "object", shape=r["shape"]) for r in sets["retain"]]
     for name in erased:
         items += [PromptItem(t.format(name), "adversarial", name) for t in PARAPHRASES]
@@ -110,14 +112,14 @@ def build_config(bundle, erased: Sequence[str], *, top_n: int = 128, strength: f
 
 
 def run(bundle, erased: Sequence[str], *, seeds: Sequence[int] = (0, 1), methods: Sequence[str] = METHODS, n_objects: int = 40,
-        steps: int = 20, guidance: float = 6.0, batch: int = 64, config=None, progress: Callable[[str], None] | None = None) -> dict:
+        n_retained: int | None = None, steps: int = 20, guidance: float = 6.0, batch: int = 64, config=None, progress: Callable[[str], None] | None = None) -> dict:
     """Generate and judge every prompt x seed with each method. Returns the results and the config."""
     from shapesworld.detector import detect
 
     from itd_core.pipeline import GenerationSettings, apply_erasure, generate_images, remove_erasure
 
     config = config or build_config(bundle, erased)
-    items = prompt_items(erased, n_objects=n_objects)
+    items = prompt_items(erased, n_objects=n_objects, n_retained=n_retained)
     jobs = [(item, seed) for item in items for seed in seeds]
     settings = GenerationSettings(steps=steps, guidance=guidance)
     pipe = bundle.pipeline
