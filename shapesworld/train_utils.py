@@ -7,7 +7,7 @@ import json
 import os
 import random
 import time
-from pathlib import Path
+from pathlib import Path, PosixPath
 
 import numpy as np
 import torch
@@ -48,7 +48,9 @@ def load_checkpoint(path: Path) -> dict | None:
     """The checkpoint dict, or ``None`` when there is none yet."""
     if not path.is_file():
         return None
-    return torch.load(path, map_location="cpu", weights_only=False)
+    # weights_only: never run code from a file; the checkpoints' `args` hold paths, a plain data class
+    with torch.serialization.safe_globals([PosixPath]):
+        return torch.load(path, map_location="cpu", weights_only=True)
 
 
 class EMA:
