@@ -101,7 +101,7 @@ def load_pipeline(device: str | torch.device = "cpu", dtype: torch.dtype = torch
     try:
         pipe = StableDiffusionPipeline.from_pretrained(
             str(folder), text_encoder=encoder, tokenizer=tokenizer, safety_checker=None, feature_extractor=None,
-            requires_safety_checker=False, torch_dtype=dtype)
+            requires_safety_checker=False, dtype=dtype)
     except Exception as exc:  # corrupt safetensors / json: name the component's files
         bad = next((folder / rel for rel in REQUIRED_FILES if rel.split("/")[0] in str(exc)), folder)
         cmd = REQUIRED_FILES.get(str(bad.relative_to(folder)) if bad != folder else "", "python -m shapesworld.train_unet")

@@ -73,7 +73,7 @@ def sampling_scheduler():
 def load_vae(folder: Path):
     from diffusers import AutoencoderKL
 
-    return AutoencoderKL.from_pretrained(str(folder), torch_dtype=torch.float32).eval().requires_grad_(False)
+    return AutoencoderKL.from_pretrained(str(folder), dtype=torch.float32).eval().requires_grad_(False)
 
 
 @torch.no_grad()
