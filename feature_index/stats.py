@@ -216,7 +216,6 @@ def tokenize_corpus(adapter: TextEncoderAdapter, prompts: Sequence[str], progres
 
 def _write_prompts_table(path: Path, table: TokenTable) -> None:
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     arrow = pa.table({
         "prompt": pa.array(table.prompts, pa.string()),
@@ -224,6 +223,12 @@ def _write_prompts_table(path: Path, table: TokenTable) -> None:
         "n_content": pa.array(table.n_content, pa.int32()),
         "truncated": pa.array(table.truncated, pa.bool_()),
     })
+    _write_parquet_atomic(arrow, path)
+
+
+def _write_parquet_atomic(arrow, path: Path) -> None:
+    import pyarrow.parquet as pq
+
     temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         pq.write_table(arrow, temp)
@@ -515,7 +520,6 @@ def _token_lookup(table: TokenTable, family: str, pad_token: str) -> tuple[np.nd
 def _write_top_tokens(path: Path, top_prompt: np.ndarray, top_position: np.ndarray, table: TokenTable, adapter: TextEncoderAdapter) -> None:
     import pandas as pd
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     flat_tokens, flat_words, offsets, lengths = _token_lookup(table, adapter.family, adapter.tokenizer.pad_token)
     valid = top_prompt >= 0
@@ -532,13 +536,7 @@ def _write_top_tokens(path: Path, top_prompt: np.ndarray, top_position: np.ndarr
         "word": pa.array(counts["word"].astype(str).tolist(), pa.string()).dictionary_encode(),
         "count": pa.array(counts["count"].to_numpy(np.int32)),
     })
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        pq.write_table(arrow, temp)
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
+    _write_parquet_atomic(arrow, path)
 
 
 # --------------------------------------------------------------------------- reading

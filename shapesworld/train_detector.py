@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from . import detector as D
 from . import world
-from .train_utils import Logger, load_checkpoint, param_count, save_checkpoint, setup, warmup_cosine
+from .train_utils import Logger, param_count, resume, save_checkpoint, setup, warmup_cosine
 
 
 def make_dataset(n: int, seed: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -93,15 +93,7 @@ def main(argv: list[str] | None = None) -> dict:
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     sched = warmup_cosine(opt, args.steps)
     g = torch.Generator().manual_seed(args.seed)
-    step = 0
-    ck = load_checkpoint(args.run_dir / "ckpt.pt")
-    if ck is not None:
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["opt"])
-        sched.load_state_dict(ck["sched"])
-        g.set_state(ck["gen"])
-        step = ck["step"]
-        print(f"resumed from {args.run_dir / 'ckpt.pt'} at step {step}", flush=True)
+    step, _ = resume(args.run_dir, g, model=model, opt=opt, sched=sched)
     print(f"detector: {param_count(model):,} params, {args.n_train} train images", flush=True)
 
     def checkpoint() -> None:

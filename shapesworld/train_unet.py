@@ -32,12 +32,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import text_encoder as te
 from . import world
-from .train_utils import EMA, Logger, adapt_threads, load_checkpoint, lr_factor, param_count, save_checkpoint, setup
+from .train_utils import EMA, Logger, adapt_threads, lr_factor, param_count, resume, save_checkpoint, setup
 
 PIPELINE_DIR = Path(__file__).parent / "assets" / "pipeline"
 
@@ -155,15 +154,7 @@ def main(argv: list[str] | None = None) -> dict:
     acp = noise_sched.alphas_cumprod.float()
     opt = torch.optim.AdamW(unet.parameters(), lr=args.lr, weight_decay=0.0)
     g = torch.Generator().manual_seed(args.seed)
-    step, train_seconds = 0, 0.0
-    ck = load_checkpoint(args.run_dir / "ckpt.pt")
-    if ck is not None:
-        unet.load_state_dict(ck["model"])
-        ema.load_state_dict(ck["ema"])
-        opt.load_state_dict(ck["opt"])
-        g.set_state(ck["gen"])
-        step, train_seconds = ck["step"], ck.get("train_seconds", 0.0)
-        print(f"resumed from {args.run_dir / 'ckpt.pt'} at step {step}", flush=True)
+    step, train_seconds = resume(args.run_dir, g, model=unet, ema=ema, opt=opt)
     print(f"unet: {param_count(unet):,} params, {len(latents)} cached samples", flush=True)
 
     def checkpoint() -> None:

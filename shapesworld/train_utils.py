@@ -53,6 +53,19 @@ def load_checkpoint(path: Path) -> dict | None:
         return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def resume(run_dir: Path, generator: torch.Generator, **stateful) -> tuple[int, float]:
+    """Restore ``run_dir/ckpt.pt`` into the given objects (each has ``load_state_dict``) and the
+    generator; returns ``(step, train_seconds)``, ``(0, 0.0)`` when there is no checkpoint yet."""
+    ck = load_checkpoint(run_dir / "ckpt.pt")
+    if ck is None:
+        return 0, 0.0
+    for name, obj in stateful.items():
+        obj.load_state_dict(ck[name])
+    generator.set_state(ck["gen"])
+    print(f"resumed from {run_dir / 'ckpt.pt'} at step {ck['step']}", flush=True)
+    return ck["step"], ck.get("train_seconds", 0.0)
+
+
 class EMA:
     """Exponential moving average of a model's parameters (``decay`` warms up as ``(1+n)/(10+n)``)."""
 

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import world
-from .train_utils import Logger, load_checkpoint, lr_factor, param_count, save_checkpoint, setup
+from .train_utils import Logger, lr_factor, param_count, resume, save_checkpoint, setup
 
 DEFAULT_OUT = Path(__file__).parent / "assets" / "pipeline" / "vae"
 
@@ -126,14 +126,7 @@ def main(argv: list[str] | None = None) -> dict:
     vae = build_vae(tuple(args.channels), args.groups)
     opt = torch.optim.AdamW(vae.parameters(), lr=args.lr, weight_decay=0.0)
     g = torch.Generator().manual_seed(args.seed)
-    step, train_seconds = 0, 0.0
-    ck = load_checkpoint(args.run_dir / "ckpt.pt")
-    if ck is not None:
-        vae.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["opt"])
-        g.set_state(ck["gen"])
-        step, train_seconds = ck["step"], ck.get("train_seconds", 0.0)
-        print(f"resumed from {args.run_dir / 'ckpt.pt'} at step {step}", flush=True)
+    step, train_seconds = resume(args.run_dir, g, model=vae, opt=opt)
     print(f"vae: {param_count(vae):,} params, {args.n_train} train images", flush=True)
 
     def checkpoint() -> None:
