@@ -93,9 +93,12 @@ else:
 
         hist, roc = st.columns([3, 2])
         figure = go.Figure()
+        every = np.concatenate([scores.target, scores.retain, scores.general])
+        low, high = float(every.min()), float(every.max())
+        bins = {"start": low, "end": high + 1e-12, "size": max((high - low) / 40, 1e-12)}  # one binning for the three groups
         for group, values, colour in (("target", scores.target, "#d62728"), ("retain", scores.retain, "#1f77b4"), ("general", scores.general, "#7f7f7f")):
             if len(values):
-                figure.add_trace(go.Histogram(x=values, name=f"{group} ({len(values)})", opacity=0.6, marker_color=colour, nbinsx=40))
+                figure.add_trace(go.Histogram(x=values, name=f"{group} ({len(values)})", opacity=0.6, marker_color=colour, xbins=bins))
         figure.add_vline(x=threshold, line_dash="dash", annotation_text="threshold")
         figure.update_layout(barmode="overlay", height=340, margin={"l": 10, "r": 10, "t": 30, "b": 10}, xaxis_title="ItD score", yaxis_title="prompts")
         hist.plotly_chart(figure, key="calib.hist")

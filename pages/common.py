@@ -88,9 +88,9 @@ def flash(message: str, icon: str = ":material/check_circle:") -> None:
 
 
 def show_flashes() -> None:
+    """As toasts: they do not shift the page's elements (a shifted page can briefly show stale copies)."""
     for message, icon in st.session_state.pop(K_FLASH, []):
         st.toast(message, icon=icon)
-        st.success(message, icon=icon)
 
 
 def remember(name: str, default, options=None):

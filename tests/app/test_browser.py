@@ -34,6 +34,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 ARTIFACTS = ROOT / "test-artifacts" / "browser"
 DOC_SHOTS = ROOT / "docs" / "screenshots"
 STEP = 120_000  # ms: the first page load waits for the server to load the model
+UPDATING = os.environ.get("ITD_UPDATE_SCREENSHOTS") == "1"
 
 RETAIN = ["a red circle", "a large blue square", "a green star on a white background"]
 NON_TARGET = "a red circle"
@@ -168,7 +169,7 @@ class Journey:
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         path = ARTIFACTS / f"{self.step:02d}-{name}.png"
         self.page.screenshot(path=str(path), full_page=True)
-        if os.environ.get("ITD_UPDATE_SCREENSHOTS") == "1":
+        if UPDATING:
             _small_copy(path, DOC_SHOTS / f"{name}.png")
         return path
 
@@ -188,6 +189,7 @@ def _small_copy(source: Path, target: Path, width: int = 900, max_height: int = 
 
 def test_journey_inspect_search_calibrate_preview_export_classify(server, browser, tmp_path):
     url, env, _ = server
+    demo = _use_demo()
     concept, concept_prompts = _concept()
     corpus = [*concept_prompts, *RETAIN, *OTHERS]
     for old in ARTIFACTS.glob("*.png"):
@@ -218,17 +220,29 @@ def test_journey_inspect_search_calibrate_preview_export_classify(server, browse
         app.shot("token-inspector")
 
         # 2b. Click a heatmap cell: its feature's dashboard opens; build the feature index over a small corpus.
-        cells = page.locator(".js-plotly-plot").first.locator(".nsewdrag").first.bounding_box()
-        page.mouse.click(cells["x"] + cells["width"] / 12, cells["y"] + 12)  # the first token's strongest feature
+        heatmap = page.locator(".js-plotly-plot").first
+        cells = heatmap.locator(".nsewdrag").first.bounding_box()
+        columns, rows = heatmap.locator("g.xtick").count(), heatmap.locator("g.ytick").count()
+        page.mouse.move(cells["x"] + cells["width"] / (2 * columns), cells["y"] + cells["height"] / (2 * rows))
+        page.wait_for_timeout(300)
+        page.mouse.down()
+        page.mouse.up()  # a click on the centre of the first cell: the strongest feature
         page.get_by_role("heading", name="Feature dashboard").first.wait_for()
         app.idle()
-        app.clear_multiselect("Corpus (prompt sets)")
-        app.fill_area("More corpus prompts (one per line)", "\n".join(corpus))
+        if not (demo and UPDATING):  # the pictures for the README use the demo's default corpus (about a minute)
+            app.clear_multiselect("Corpus (prompt sets)")
+            app.fill_area("More corpus prompts (one per line)", "\n".join(corpus))
         app.click("Build the feature index")
-        app.see("Top activating examples")
+        app.see("Top activating examples", timeout=300_000)
         app.shot("feature-dashboard")
         app.go("Feature map")
         page.locator(".js-plotly-plot").first.wait_for()
+        if UPDATING:  # the README shows the real map (UMAP: numba compiles first, then a minute or so)
+            app.click("Compute the UMAP map (minutes at 524k; the first use compiles numba for ~30 s)")
+            app.see("UMAP of", timeout=600_000)
+        page.get_by_test_id("stRadio").get_by_text("frequency", exact=True).click()
+        app.idle()
+        app.see("log10 frequency")
         app.shot("feature-map")
 
         # 3. Search the concept against a retain set, and 4. add its features to the set.
@@ -265,11 +279,12 @@ def test_journey_inspect_search_calibrate_preview_export_classify(server, browse
         # 6. Preview side by side (a target and a non-target), with a progress bar per image.
         app.go("Preview")
         app.fill_area("Prompts (targets and non-targets, one per line)", f"{concept_prompts[0]}\n{NON_TARGET}")
-        steps = page.get_by_test_id("stSlider").filter(has=page.get_by_text("Steps", exact=True)).get_by_role("slider")
-        steps.focus()
-        for key in ("Home", "ArrowRight", "ArrowRight", "ArrowRight"):  # 4 steps: enough to see the two columns differ
-            steps.press(key)
-        app.idle()
+        if not UPDATING:  # 4 steps keep the test short on 2 shared cores; the README's pictures use the default 20
+            steps = page.get_by_test_id("stSlider").filter(has=page.get_by_text("Steps", exact=True)).get_by_role("slider")
+            steps.focus()
+            for key in ("Home", "ArrowRight", "ArrowRight", "ArrowRight"):
+                steps.press(key)
+            app.idle()
         app.click("Generate")
         app.see("Download the side-by-side grid (PNG)", timeout=300_000)
         assert page.get_by_test_id("stImage").count() == 4

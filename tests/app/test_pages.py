@@ -151,7 +151,7 @@ def test_concept_search_adds_features_and_undo_removes_them(app, app_env):
     search_and_add(app)
     concept = set_file(app_env).concept("Tom Cruise")
     assert len(concept.features) >= 1 and concept.prompts == CRUISE.splitlines()
-    assert any("added concept" in s.value for s in app.success)
+    assert any("added concept" in t.value for t in app.toast)
     go(app, "deactivation_set")
     assert app.dataframe[0].value["concept"].tolist() == ["Tom Cruise"]
     app.button(key="set.undo").click().run()
@@ -320,7 +320,7 @@ def test_feature_dashboard_and_map_before_and_after_the_index_build(app):
     app.selectbox(key="w.dash.concept").set_value("(new concept)").run()
     app.text_input(key="w.dash.new_concept").input("fives").run()
     app.button(key="dash.add").click().run()
-    assert any("added concept 'fives'" in s.value for s in app.success)
+    assert any("added concept 'fives'" in t.value for t in app.toast)
 
     app.text_input(key="w.dash.search").input("five").run()
     assert app.button(key="dash.hit.5") and not problems(app)
