@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> dict:
         step += 1
         bar.update(1)
         if step % args.log_every == 0 or step == args.steps:
-            log(step=step, loss=float(loss), **{f"loss_{k}": float(v) for k, v in losses.items()})
+            log(step=step, loss=loss.item(), **{f"loss_{k}": v.item() for k, v in losses.items()})
         if step % args.ckpt_every == 0 or step == args.steps:
             checkpoint()
     bar.close()

@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> dict:
         ema.update(unet)
         step += 1
         bar.update(1)
-        losses.append(float(loss))
+        losses.append(loss.item())
         if step % args.log_every == 0:
             if args.adaptive_threads:
                 adapt_threads(args.threads, torch.get_num_threads())

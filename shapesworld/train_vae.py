@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> dict:
         step += 1
         bar.update(1)
         if step % args.log_every == 0:
-            log(step=step, loss=float(loss), lr=opt.param_groups[0]["lr"], **{k: float(v) for k, v in parts.items()})
+            log(step=step, loss=loss.item(), lr=opt.param_groups[0]["lr"], **{k: v.item() for k, v in parts.items()})
         if step % args.ckpt_every == 0:
             checkpoint()
         if args.max_minutes and train_seconds + time.time() - t_loop > args.max_minutes * 60:
