@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from . import text_encoder as te
 from . import world
-from .train_utils import EMA, Logger, adapt_threads, lr_factor, param_count, resume, save_checkpoint, setup
+from .train_utils import EMA, Logger, adapt_threads, lr_factor, optimizer_step, param_count, resume, save_checkpoint, setup
 
 PIPELINE_DIR = Path(__file__).parent / "assets" / "pipeline"
 
@@ -184,12 +184,7 @@ def main(argv: list[str] | None = None) -> dict:
             per_sample = per_sample * snr.clamp(max=args.min_snr) / snr
         loss = per_sample.mean()
         elapsed = train_seconds + time.time() - t_loop
-        for group in opt.param_groups:
-            group["lr"] = args.lr * lr_factor(step, args.steps, elapsed, args.max_minutes)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-        opt.step()
+        optimizer_step(opt, loss, unet.parameters(), args.lr * lr_factor(step, args.steps, elapsed, args.max_minutes))
         ema.update(unet)
         step += 1
         bar.update(1)

@@ -66,6 +66,16 @@ def resume(run_dir: Path, generator: torch.Generator, **stateful) -> tuple[int, 
     return ck["step"], ck.get("train_seconds", 0.0)
 
 
+def optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor, parameters, lr: float, clip: float = 1.0) -> None:
+    """Set the learning rate, back-propagate, clip the gradient norm and step."""
+    for group in opt.param_groups:
+        group["lr"] = lr
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(parameters, clip)
+    opt.step()
+
+
 class EMA:
     """Exponential moving average of a model's parameters (``decay`` warms up as ``(1+n)/(10+n)``)."""
 

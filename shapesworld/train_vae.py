@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import world
-from .train_utils import Logger, lr_factor, param_count, resume, save_checkpoint, setup
+from .train_utils import Logger, lr_factor, optimizer_step, param_count, resume, save_checkpoint, setup
 
 DEFAULT_OUT = Path(__file__).parent / "assets" / "pipeline" / "vae"
 
@@ -149,12 +149,7 @@ def main(argv: list[str] | None = None) -> dict:
             rec = vae.decode(posterior.sample(generator=g)).sample
         loss, parts = vae_loss(x, rec.float(), posterior, args.colour_weight, args.kl_weight)
         elapsed = train_seconds + time.time() - t_loop
-        for group in opt.param_groups:
-            group["lr"] = args.lr * lr_factor(step, args.steps, elapsed, args.max_minutes)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        opt.step()
+        optimizer_step(opt, loss, vae.parameters(), args.lr * lr_factor(step, args.steps, elapsed, args.max_minutes))
         step += 1
         bar.update(1)
         if step % args.log_every == 0:
