@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from . import text_encoder as te
 from . import world
-from .train_utils import EMA, Logger, adapt_threads, lr_factor, optimizer_step, param_count, resume, save_checkpoint, setup
+from .train_utils import checkpoint_or_stop, EMA, Logger, adapt_threads, lr_factor, optimizer_step, param_count, resume, save_checkpoint, setup
 
 PIPELINE_DIR = Path(__file__).parent / "assets" / "pipeline"
 
@@ -194,10 +194,7 @@ def main(argv: list[str] | None = None) -> dict:
                 adapt_threads(args.threads, torch.get_num_threads())
             log(step=step, threads=torch.get_num_threads(), loss=float(np.mean(losses[-args.log_every:])), lr=opt.param_groups[0]["lr"],
                 steps_per_s=(step - first_step) / max(1e-6, time.time() - t_loop))
-        if step % args.ckpt_every == 0:
-            checkpoint()
-        if args.max_minutes and train_seconds + time.time() - t_loop > args.max_minutes * 60:
-            print(f"time budget of {args.max_minutes} min reached at step {step}", flush=True)
+        if checkpoint_or_stop(step, args.ckpt_every, args.max_minutes, train_seconds + time.time() - t_loop, checkpoint):
             break
     bar.close()
     checkpoint()

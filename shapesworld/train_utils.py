@@ -76,6 +76,16 @@ def optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor, parameters, l
     opt.step()
 
 
+def checkpoint_or_stop(step: int, ckpt_every: int, max_minutes: float, seconds_trained: float, checkpoint) -> bool:
+    """Checkpoint every ``ckpt_every`` steps; True when the time budget is spent (the caller stops)."""
+    if step % ckpt_every == 0:
+        checkpoint()
+    if max_minutes and seconds_trained > max_minutes * 60:
+        print(f"time budget of {max_minutes} min reached at step {step}", flush=True)
+        return True
+    return False
+
+
 class EMA:
     """Exponential moving average of a model's parameters (``decay`` warms up as ``(1+n)/(10+n)``)."""
 

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import world
-from .train_utils import Logger, lr_factor, optimizer_step, param_count, resume, save_checkpoint, setup
+from .train_utils import checkpoint_or_stop, Logger, lr_factor, optimizer_step, param_count, resume, save_checkpoint, setup
 
 DEFAULT_OUT = Path(__file__).parent / "assets" / "pipeline" / "vae"
 
@@ -154,10 +154,7 @@ def main(argv: list[str] | None = None) -> dict:
         bar.update(1)
         if step % args.log_every == 0:
             log(step=step, loss=loss.item(), lr=opt.param_groups[0]["lr"], **{k: v.item() for k, v in parts.items()})
-        if step % args.ckpt_every == 0:
-            checkpoint()
-        if args.max_minutes and train_seconds + time.time() - t_loop > args.max_minutes * 60:
-            print(f"time budget of {args.max_minutes} min reached at step {step}", flush=True)
+        if checkpoint_or_stop(step, args.ckpt_every, args.max_minutes, train_seconds + time.time() - t_loop, checkpoint):
             break
     bar.close()
     checkpoint()
