@@ -217,13 +217,14 @@ def cmd_calibrate(args) -> None:
     deactivator = config.deactivator(bundle.sae)
     retain_scores = _score_prompts(bundle, deactivator, retain)
     report = []
+    file_scores = _score_prompts(bundle, deactivator, target_file_prompts) if target_file_prompts else None  # shared by all concepts
     for name in names:
         concept = config.concept(name)
         index = [c.name for c in config.concepts].index(name)
-        targets = target_file_prompts or concept.prompts
-        if not targets:
+        if file_scores is None and not concept.prompts:
             raise ItdError(f"concept {name!r} has no stored prompts: give --target FILE")
-        target_scores = _score_prompts(bundle, deactivator, targets)[:, index].tolist()
+        scores = file_scores if file_scores is not None else _score_prompts(bundle, deactivator, concept.prompts)
+        target_scores = scores[:, index].tolist()
         concept_retain = retain_scores[:, index].tolist()
         threshold = paper_threshold(target_scores) if args.rule == "paper" else fpr_threshold(concept_retain, args.fpr)
         measured = rates(threshold, target_scores, concept_retain)
@@ -281,11 +282,11 @@ def cmd_eval(args) -> None:
     bundle = _bundle_for_config(config, args)
     deactivator = config.deactivator(bundle.sae)
     retain_scores = _score_prompts(bundle, deactivator, read_prompt_files(args.retain))
-    target_prompts = read_prompt_files(args.target) if args.target else None
+    file_scores = _score_prompts(bundle, deactivator, read_prompt_files(args.target)) if args.target else None  # shared by all concepts
     report = []
     for index, concept in enumerate(config.concepts):
-        targets = target_prompts or concept.prompts
-        target_scores = _score_prompts(bundle, deactivator, targets)[:, index].tolist() if targets else []
+        scores = file_scores if file_scores is not None else (_score_prompts(bundle, deactivator, concept.prompts) if concept.prompts else None)
+        target_scores = scores[:, index].tolist() if scores is not None else []
         measured = rates(concept.threshold, target_scores, retain_scores[:, index].tolist()) if concept.threshold is not None else None
         report.append({"concept": concept.name, "threshold": concept.threshold, **(measured.model_dump() if measured else {"tpr": None, "fpr": None})})
     lines = [f"{r['concept']}: TPR {r['tpr']}  FPR {r['fpr']}" if r["threshold"] is not None else f"{r['concept']}: not calibrated" for r in report]
