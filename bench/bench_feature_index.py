@@ -11,6 +11,10 @@ Part B, the tiny test bundle (and the demo bundle when it loads): concept search
 concept against a 500-prompt retain set, first (retain profile computed) and then for another
 concept (retain profile cached).
 
+Optional part E (--paper-concept-search): concept search at paper size, the random 768-wide tower and
+524,288-latent SAE of part A, SAE in fp32 and in bf16: the retain profile once (``--retain-prompts``),
+then a 5-prompt concept with the retain side cached (that time does not depend on the retain size).
+
 Optional part C (--umap): UMAP (cosine) fit on a sample of random unit directions (what a random
 decoder's rows are), and the placement of a chunk of the rest (kNN by default; --umap-transform also
 times UMAP.transform), with the time for all 524k extrapolated (numba compiles for 30-90 s on first
@@ -21,6 +25,7 @@ use, reported apart).
     python bench/bench_feature_index.py --umap --out bench.json
     python bench/bench_feature_index.py --skip-a --skip-b --umap --umap-sample 10000   # the map alone (~4 min)
     python bench/bench_feature_index.py --skip-a --skip-b --demo-prompts 50000          # part D: the demo's statistics pass
+    python bench/bench_feature_index.py --skip-a --skip-b --paper-concept-search        # part E (~10 min)
 """
 
 from __future__ import annotations
@@ -45,6 +50,10 @@ from feature_index.faiss_index import RERANK_FACTOR, DecoderIndex, choose_factor
 from itd_core.prompts import read_prompts  # noqa: E402
 
 PROMPTS_DIR = Path(__file__).resolve().parents[1] / "itd_core" / "assets" / "prompts"
+CONCEPTS = {"Tom Cruise": ["A portrait of Tom Cruise", "Tom Cruise in an official photo", "An oil painting of Tom Cruise",
+                            "Tom Cruise at a public event", "A photo of Tom Cruise smiling"],
+            "Van Gogh": ["Painting in the style of Van Gogh", "A Van Gogh starry sky", "Sunflowers by Van Gogh",
+                         "A landscape in the manner of Van Gogh", "Van Gogh style portrait"]}
 
 
 def rss_bytes() -> int:
@@ -207,10 +216,6 @@ def part_b(args, rows: list, report: dict, work: Path) -> None:
     from tests.tiny_models import build_tiny_clip_text_model, build_tiny_sae
 
     retain = read_prompts(PROMPTS_DIR / "coco_5k.csv")[:500]
-    concepts = {"Tom Cruise": ["A portrait of Tom Cruise", "Tom Cruise in an official photo", "An oil painting of Tom Cruise",
-                               "Tom Cruise at a public event", "A photo of Tom Cruise smiling"],
-                "Van Gogh": ["Painting in the style of Van Gogh", "A Van Gogh starry sky", "Sunflowers by Van Gogh",
-                             "A landscape in the manner of Van Gogh", "Van Gogh style portrait"]}
     bundles = []
     from itd_core.assets import clip_tokenizer
     from itd_core.encoders import TextEncoderAdapter
@@ -227,7 +232,7 @@ def part_b(args, rows: list, report: dict, work: Path) -> None:
         top_n = 8 if bundle is tiny else 128  # 500 retain prompts x top-128 cover all 256 tiny latents
         index = FeatureIndex.open(bundle, work / f"b-{bundle.fingerprint[:8]}")
         results = {}
-        for concept, prompts in concepts.items():
+        for concept, prompts in CONCEPTS.items():
             start = time.perf_counter()
             result = index.concept_search(prompts, retain, name=concept, top_n=top_n)
             results[concept] = (time.perf_counter() - start, result.retain_cached, len(result.features))
@@ -235,6 +240,32 @@ def part_b(args, rows: list, report: dict, work: Path) -> None:
         rows.append((f"concept search 5 prompts vs 500 retain, {name}",
                      f"{first:.2f} s first (retain profile computed), {second:.2f} s next concept (cached={cached}); {n1}/{n2} features (target < 2 s on the demo)"))
         report.setdefault("concept_search", {})[name] = {"first_seconds": first, "cached_seconds": second, "cached": cached}
+
+
+def part_e(args, rows: list, report: dict, work: Path) -> None:
+    from feature_index.index import FeatureIndex
+    from itd_core.sae import SAEConfig, TopKSAE
+
+    n = args.latents
+    adapter = wide_clip_adapter(768)
+    retain = read_prompts(PROMPTS_DIR / "coco_5k.csv")[:args.retain_prompts]
+    for dtype_name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        print(f"[E] concept search at {n} latents, SAE {dtype_name}", file=sys.stderr)
+        sae = TopKSAE.random(SAEConfig(d_model=768, n_latents=n, k=args.k), seed=0).to(dtype)
+        index = FeatureIndex.open(bundle_of(adapter, sae, f"bench-e-{n}-{dtype_name}"), work / f"e-{dtype_name}")
+        timings = {}
+        for concept, prompts in CONCEPTS.items():
+            start = time.perf_counter()
+            result = index.concept_search(prompts, retain, name=concept, top_n=128)
+            timings[concept] = (time.perf_counter() - start, result.retain_cached, len(result.features))
+        (first, _, _), (cached_seconds, cached, n_features) = timings["Tom Cruise"], timings["Van Gogh"]
+        profile_seconds = first - cached_seconds
+        rows.append((f"concept search at {n} latents, SAE {dtype_name}: 5 prompts, retain side cached",
+                     f"{cached_seconds:.2f} s (cached={cached}, {n_features} features; target < 10 s); retain profile of "
+                     f"{len(retain)} prompts ≈ {profile_seconds:.0f} s once ({profile_seconds / len(retain):.2f} s per prompt)"))
+        report.setdefault("paper_concept_search", {})[dtype_name] = {"cached_seconds": cached_seconds, "first_seconds": first,
+                                                                    "retain_prompts": len(retain), "cached": cached}
+        index = sae = None
 
 
 def part_c(args, rows: list, report: dict) -> None:
@@ -314,6 +345,8 @@ def main() -> None:
     parser.add_argument("--skip-a", action="store_true", help="skip the 524k part")
     parser.add_argument("--skip-b", action="store_true", help="skip the concept-search part")
     parser.add_argument("--demo-prompts", type=int, default=0, help="part D: time the demo's statistics pass over this many prompts (e.g. 50000)")
+    parser.add_argument("--paper-concept-search", action="store_true", help="part E: concept search at --latents, fp32 and bf16")
+    parser.add_argument("--retain-prompts", type=int, default=500, help="part E: retain prompts for the (one-off) profile")
     parser.add_argument("--out", help="also write the measurements as JSON here")
     args = parser.parse_args()
     print(f"torch threads {torch.get_num_threads()}, faiss {__import__('faiss').__version__}, cpus {os.cpu_count()}", file=sys.stderr)
@@ -328,6 +361,8 @@ def main() -> None:
             part_c(args, rows, report)
         if args.demo_prompts:
             part_d(args, rows, report, Path(tmp))
+        if args.paper_concept_search:
+            part_e(args, rows, report, Path(tmp))
     print("| measurement | result |\n| --- | --- |")
     for name, value in rows:
         print(f"| {name} | {value} |")
