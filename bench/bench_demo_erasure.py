@@ -25,18 +25,23 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--objects", type=int, default=40)
     parser.add_argument("--guidance", type=float, default=6.0)
+    parser.add_argument("--strength", type=float, default=-8.0, help="deactivation strength of the selected features (paper: -8)")
+    parser.add_argument("--top-n", type=int, default=128, help="top-N features per prompt in the ItD selection")
+    parser.add_argument("--skip-groups", action="store_true", help="only the single-identity scenarios")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON")
     args = parser.parse_args()
     bundle = load_bundle("demo")
     scenarios = [(f"single identity: {name}", [name]) for name in world.IDENTITIES[: args.single]]
-    scenarios += [("five identities at once", world.IDENTITIES[:5]), (f"all {len(world.IDENTITIES)} identities at once", world.IDENTITIES)]
+    if not args.skip_groups:
+        scenarios += [("five identities at once", world.IDENTITIES[:5]), (f"all {len(world.IDENTITIES)} identities at once", world.IDENTITIES)]
     report = []
     for title, erased in scenarios:
         started = time.perf_counter()
-        outcome = erasure_benchmark.run(bundle, erased, seeds=args.seeds, n_objects=args.objects, guidance=args.guidance,
+        config = erasure_benchmark.build_config(bundle, erased, top_n=args.top_n, strength=args.strength)
+        outcome = erasure_benchmark.run(bundle, erased, seeds=args.seeds, n_objects=args.objects, guidance=args.guidance, config=config,
                                         progress=lambda message: print(f"  {message}", file=sys.stderr))
         print(erasure_benchmark.markdown_table(title, outcome) + f"\n\n({time.perf_counter() - started:.0f} s)\n", flush=True)
-        report.append({"scenario": title, "erased": outcome["erased"], "results": [vars(r) for r in outcome["results"]],
+        report.append({"scenario": title, "erased": outcome["erased"], "strength": args.strength, "top_n": args.top_n, "results": [vars(r) for r in outcome["results"]],
                        "calibration": [c.calibration.model_dump() for c in outcome["config"].concepts]})
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
