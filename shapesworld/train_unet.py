@@ -26,6 +26,7 @@ the same command to continue. ``--out`` receives ``unet/`` (fp16 EMA weights) an
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -79,11 +80,13 @@ def load_vae(folder: Path):
 def build_cache(n: int, seed: int, vae_dir: Path, path: Path, bf16: bool = False) -> dict:
     """Encode ``n`` world samples once: fp16 text states ``[n, 24, 384]`` and scaled latents ``[n, 4, 16, 16]``.
 
-    Captions repeat (identity templates), so each distinct caption is encoded once.
+    Captions repeat (identity templates), so each distinct caption is encoded once. The cache is
+    keyed by the VAE's weights, not its folder, so retraining the VAE in place re-encodes.
     """
+    vae_key = hashlib.sha256((vae_dir / "diffusion_pytorch_model.safetensors").read_bytes()).hexdigest()
     if path.is_file():
-        cache = torch.load(path, map_location="cpu")
-        if cache["n"] == n and cache["seed"] == seed and cache["vae"] == str(vae_dir):
+        cache = torch.load(path, map_location="cpu", weights_only=True)
+        if cache["n"] == n and cache["seed"] == seed and cache["vae"] == vae_key:
             return cache
     t0 = time.time()
     samples = world.generate(n, seed)
@@ -101,7 +104,7 @@ def build_cache(n: int, seed: int, vae_dir: Path, path: Path, bf16: bool = False
     states = te.encode(distinct).half()
     text = states[torch.tensor([row[c] for c in captions])]
     uncond = te.encode([""]).half()[0]
-    cache = {"n": n, "seed": seed, "vae": str(vae_dir), "latents": torch.cat(lat), "text": text, "uncond": uncond,
+    cache = {"n": n, "seed": seed, "vae": vae_key, "latents": torch.cat(lat), "text": text, "uncond": uncond,
              "captions": captions, "labels": [s.labels for s in samples]}
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(cache, path)
