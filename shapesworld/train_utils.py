@@ -130,14 +130,7 @@ class Logger:
 def warmup_cosine(opt: torch.optim.Optimizer, steps: int, warmup: int = 200, floor: float = 0.1):
     """Linear warm-up then cosine decay to ``floor`` x lr at ``steps``; a plain ``LambdaLR``, so a resumed run
     may change ``--steps`` (the schedule is recomputed from the step count)."""
-    import math
-
-    warm = max(1, min(warmup, steps // 10 + 1))
-
-    def f(s: int) -> float:
-        return min(1.0, (s + 1) / warm) * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
-
-    return torch.optim.lr_scheduler.LambdaLR(opt, f)
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, steps, warmup=warmup, floor=floor))
 
 
 def lr_factor(step: int, steps: int, elapsed_s: float = 0.0, max_minutes: float = 0.0,

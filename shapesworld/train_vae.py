@@ -10,7 +10,9 @@ a tiny KL term (``--kl-weight``) keeps the latent space smooth for the diffusion
 
 Cost: the full-resolution convolutions dominate (~2.4 GFLOP per 64-px image per step), so
 training uses random 32x32 crops (``--crop``; the model has no attention, so it is fully
-convolutional and runs on 64x64 images unchanged) and small batches.
+convolutional and runs on 64x64 images unchanged) and small batches. Crops alone cap quality
+(20.6 dB): the committed VAE warm-starts on crops, then resumes on whole images (``--crop 64``,
+27.2 dB; see shapesworld/README.md).
 
 Data: ``--n-train`` world images (stream ``--seed``); PSNR is measured on ``--n-val`` held-out
 images (stream ``--seed + 1000``). After training, the latent scale (1 / std of the latents)
