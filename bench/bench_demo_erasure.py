@@ -22,7 +22,9 @@ from shapesworld import erasure_benchmark, world  # noqa: E402
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--single", type=int, default=3, help="how many identities to erase one at a time")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(erasure_benchmark.SEEDS), help="seeds of the retained-identity and object prompts")
+    parser.add_argument("--target-seeds", type=int, nargs="+", default=list(erasure_benchmark.TARGET_SEEDS),
+                        help="seeds of the erased names' prompts and their adversarial variants (6 x 5 prompts = 30 target images per identity)")
     parser.add_argument("--objects", type=int, default=40)
     parser.add_argument("--guidance", type=float, default=6.0)
     parser.add_argument("--strength", type=float, default=-8.0, help="deactivation strength of the selected features (paper: -8)")
@@ -38,10 +40,11 @@ def main() -> None:
     for title, erased in scenarios:
         started = time.perf_counter()
         config = erasure_benchmark.build_config(bundle, erased, top_n=args.top_n, strength=args.strength)
-        outcome = erasure_benchmark.run(bundle, erased, seeds=args.seeds, n_objects=args.objects, guidance=args.guidance, config=config,
+        outcome = erasure_benchmark.run(bundle, erased, seeds=args.seeds, target_seeds=args.target_seeds, n_objects=args.objects, guidance=args.guidance, config=config,
                                         progress=lambda message: print(f"  {message}", file=sys.stderr))
         print(erasure_benchmark.markdown_table(title, outcome) + f"\n\n({time.perf_counter() - started:.0f} s)\n", flush=True)
-        report.append({"scenario": title, "erased": outcome["erased"], "strength": args.strength, "top_n": args.top_n, "results": [vars(r) for r in outcome["results"]],
+        report.append({"scenario": title, "erased": outcome["erased"], "strength": args.strength, "top_n": args.top_n,
+                       "n_by_group": outcome["n_by_group"], "results": [vars(r) for r in outcome["results"]],
                        "calibration": [c.calibration.model_dump() for c in outcome["config"].concepts]})
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))

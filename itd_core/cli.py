@@ -279,6 +279,10 @@ def cmd_eval(args) -> None:
     from itd_core.prompts import read_prompt_files
 
     config = ErasureConfig.load(args.config)
+    if args.images:
+        return _eval_images(config, args)
+    if not args.retain:
+        raise ItdError("eval needs --retain FILE (prompts the concepts must leave alone), or --images on the demo bundle")
     bundle = _bundle_for_config(config, args)
     deactivator = config.deactivator(bundle.sae)
     retain_scores = _score_prompts(bundle, deactivator, read_prompt_files(args.retain))
@@ -291,6 +295,21 @@ def cmd_eval(args) -> None:
         report.append({"concept": concept.name, "threshold": concept.threshold, **(measured.model_dump() if measured else {"tpr": None, "fpr": None})})
     lines = [f"{r['concept']}: TPR {r['tpr']}  FPR {r['fpr']}" if r["threshold"] is not None else f"{r['concept']}: not calibrated" for r in report]
     emit(args, {"config": str(args.config), "concepts": report}, "\n".join(lines))
+
+
+def _eval_images(config, args) -> None:
+    """The erasure benchmark with this config: generate with each method and let the demo's detector judge."""
+    bundle = _bundle_for_config(config, args)
+    if not bundle.spec.is_demo:
+        raise ItdError(f"--images needs the demo bundle (its concept detector judges the images); this config is for {bundle.model_id!r}")
+    from shapesworld import erasure_benchmark
+
+    erased = erasure_benchmark.erased_identities([concept.name for concept in config.concepts])
+    chosen = {key: value for key, value in (("seeds", args.seeds), ("target_seeds", args.target_seeds)) if value}
+    outcome = erasure_benchmark.run(bundle, erased, config=config, n_objects=args.objects, steps=args.steps, guidance=args.guidance, **chosen, progress=lambda message: print(f"  {message}", file=sys.stderr))
+    document = {"config": str(args.config), "erased": erased, "seeds": outcome["seeds"], "target_seeds": outcome["target_seeds"],
+                "n_by_group": outcome["n_by_group"], "results": [vars(r) for r in outcome["results"]]}
+    emit(args, document, erasure_benchmark.markdown_table(f"{args.config}", outcome))
 
 
 # --------------------------------------------------------------------------- generate
@@ -432,10 +451,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_json_option(classify)
     classify.set_defaults(handler=cmd_classify)
 
-    evaluate = commands.add_parser("eval", help="classifier TPR/FPR per concept")
+    evaluate = commands.add_parser("eval", help="classifier TPR/FPR per concept; with --images, the erasure benchmark on the demo")
     evaluate.add_argument("config")
     evaluate.add_argument("--target", nargs="+", metavar="FILE")
-    evaluate.add_argument("--retain", nargs="+", required=True, metavar="FILE")
+    evaluate.add_argument("--retain", nargs="+", metavar="FILE")
+    images = evaluate.add_argument_group("image benchmark (demo bundle; concepts named after ShapesWorld identities)")
+    images.add_argument("--images", action="store_true", help="generate with no erasure, a keyword blacklist, steering and ItD; report Acc_e, Acc_r, H")
+    images.add_argument("--seeds", type=int, nargs="+", help="seeds of the retained-identity and object prompts (default: 0 1)")
+    images.add_argument("--target-seeds", type=int, nargs="+", help="seeds of the erased names' prompts (default: 0-5)")
+    images.add_argument("--objects", type=int, default=40, help="object prompts that stand for everything else")
+    images.add_argument("--steps", type=int, default=20, help="denoising steps")
+    images.add_argument("--guidance", type=float, default=6.0)
     _add_runtime_options(evaluate)
     add_json_option(evaluate)
     evaluate.set_defaults(handler=cmd_eval)

@@ -1,5 +1,7 @@
 """The erasure benchmark on a tiny subset of the demo (few prompts, 2 denoising steps)."""
 
+import json
+
 import pytest
 
 from shapesworld import erasure_benchmark, world
@@ -16,13 +18,9 @@ def test_blacklist_and_misspellings():
 def test_benchmark_runs_on_a_tiny_subset():
     from itd_core.bundle import load_bundle
 
-    try:
-        bundle = load_bundle("demo")
-        bundle.pipeline
-    except Exception as error:  # the pipeline's trained weights are a separate asset
-        pytest.skip(f"demo pipeline not available: {error}")
+    bundle = load_bundle("demo")
     erased = [world.IDENTITIES[0]]
-    outcome = erasure_benchmark.run(bundle, erased, seeds=[0], n_objects=4, n_retained=1, steps=2, batch=32)
+    outcome = erasure_benchmark.run(bundle, erased, seeds=[0], target_seeds=[0], n_objects=4, n_retained=1, steps=2, batch=32)
     results = {r.method: r for r in outcome["results"]}
     assert set(results) == set(erasure_benchmark.METHODS)
     assert results["none"].identical == 1.0
@@ -32,3 +30,38 @@ def test_benchmark_runs_on_a_tiny_subset():
     assert results["blacklist"].identical == 1.0
     table = erasure_benchmark.markdown_table("tiny", outcome)
     assert table.count("\n| ") == 5
+
+
+def test_itd_eval_images_judges_a_saved_config(tmp_path, capsys):
+    from itd_core.bundle import load_bundle
+    from itd_core.cli import main
+
+    name = world.IDENTITIES[1]
+    config = erasure_benchmark.build_config(load_bundle("demo"), [name])
+    config.concept(name).name = name.upper()  # concept names match identities case-insensitively
+    path = tmp_path / "erasure.json"
+    config.save(path)
+    code = main(["eval", str(path), "--images", "--seeds", "0", "--target-seeds", "0", "1", "--objects", "2", "--steps", "2", "--json"])
+    out = capsys.readouterr().out
+    assert code == 0
+    report = json.loads(out)
+    assert report["erased"] == [name] and report["n_by_group"]["target"] == 10
+    itd = next(r for r in report["results"] if r["method"] == "itd")
+    assert itd["identical"] == 1.0 and itd["edited_share"]["target"] == 1.0
+
+
+def test_itd_eval_images_refuses_concepts_the_detector_cannot_judge(tmp_path, capsys):
+    from itd_core.bundle import load_bundle
+    from itd_core.cli import main
+
+    config = erasure_benchmark.build_config(load_bundle("demo"), [world.IDENTITIES[0]])
+    config.concept(world.IDENTITIES[0]).name = "a red circle"
+    path = tmp_path / "erasure.json"
+    config.save(path)
+    before = path.read_bytes()
+    assert main(["eval", str(path), "--images"]) == 1
+    err = capsys.readouterr().err
+    assert "'a red circle' is not one" in err and world.IDENTITIES[0] in err
+    assert path.read_bytes() == before
+    assert main(["eval", str(path)]) == 1
+    assert "--retain" in capsys.readouterr().err
