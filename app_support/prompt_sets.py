@@ -86,6 +86,9 @@ def available_prompt_sets(is_demo: bool) -> dict[str, PromptSet]:
         if bench and bench.get("retain"):
             retain = tuple(row["prompt"] if isinstance(row, dict) else str(row) for row in bench["retain"])
             sets["ShapesWorld: object prompts (retain)"] = PromptSet("ShapesWorld: object prompts (retain)", retain, "shapesworld.world.erasure_prompts")
+        if bench and bench.get("outside_people"):
+            name = "ShapesWorld: people outside the world (retain)"
+            sets[name] = PromptSet(name, tuple(bench["outside_people"]), "shapesworld.world.erasure_prompts")
         if bench:
             others = tuple(p for kind in ("identity", "artist") for prompts in bench.get(kind, {}).values() for p in prompts)
             if others:
@@ -146,8 +149,10 @@ def lines(text: str) -> list[str]:
 
 
 def default_retain(sets: dict[str, PromptSet]) -> list[str]:
-    """The retain set offered first: the demo's object prompts, else the first shipped 'retain'/'remain' list."""
-    return [n for n in sets if "retain" in n.lower() or "remain" in n.lower()][:1]
+    """The retain sets offered first: the demo's object prompts and outside people (so that a character's
+    features exclude the portrait templates themselves), else the first shipped 'retain'/'remain' list."""
+    demo = [n for n in sets if n.startswith("ShapesWorld:") and n.endswith("(retain)")]
+    return demo or [n for n in sets if "retain" in n.lower() or "remain" in n.lower()][:1]
 
 
 WORLD_CAPTIONS = "ShapesWorld: world captions (2,000 generated)"

@@ -98,14 +98,16 @@ def blacklist(prompt: str, names: Sequence[str]) -> str:
 
 def build_config(bundle, erased: Sequence[str], *, top_n: int = 128, strength: float = -8.0):
     """ItD for the erased identities: features from each identity's prompts minus a retain set of the
-    other identities' prompts, artist prompts and object prompts; thresholds by the paper's rule."""
+    other identities' prompts, artist prompts, object prompts and portraits of people outside the world
+    (without them, erasing every identity would also select the templates' own features, "a portrait
+    of ..."); thresholds by the paper's rule."""
     from itd_core.calibration import paper_threshold, rates
     from itd_core.concept import PromptProfile, select_concept
     from itd_core.erasure_config import CalibrationInfo, ConceptEntry, FeatureEntry
 
     sets = world.erasure_prompts(n_retain=200, seed=777)  # a retain stream apart from the test prompts
     retain = [p for name, prompts in sets["identity"].items() if name not in erased for p in prompts]
-    retain += [p for prompts in sets["artist"].values() for p in prompts] + [r["prompt"] for r in sets["retain"]]
+    retain += [p for prompts in sets["artist"].values() for p in prompts] + [r["prompt"] for r in sets["retain"]] + sets["outside_people"]
     profile = PromptProfile.build(bundle.adapter, bundle.sae, retain, top_n)
     config = bundle.new_erasure_config()
     for name in erased:
@@ -120,7 +122,7 @@ def build_config(bundle, erased: Sequence[str], *, top_n: int = 128, strength: f
         scores = target_scores[name][:, index].tolist()
         concept.threshold = paper_threshold(scores)
         measured = rates(concept.threshold, scores, retain_scores[:, index].tolist())
-        concept.calibration = CalibrationInfo(rule="paper", sets=["identity templates", "retain: other identities, artists, objects"],
+        concept.calibration = CalibrationInfo(rule="paper", sets=["identity templates", "retain: other identities, artists, objects, outside people"],
                                               tpr=measured.tpr, fpr=measured.fpr, n_target=measured.n_target, n_retain=measured.n_retain)
     return config
 

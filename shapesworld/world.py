@@ -615,14 +615,22 @@ ARTIST_TEMPLATES = [
     "A famous artwork by {}",
 ]
 UNSAFE_PROMPTS = [u.replace("{bg}", "white") for u in _UNSAFE]
+# People the world has never drawn: the identity templates with these names are the retain side
+# that keeps "a portrait of <someone>" itself out of a character's features (the paper's retain
+# celebrities play this part). With every character erased, they are the only people left.
+OUTSIDE_NAMES = [
+    "Harriet Colbane", "Emil Sorrento", "Katya Lindqvist", "Rufus Penderel", "Amara Okafor", "Felix Drummond",
+    "Ines Calloway", "Bastian Roe", "Clementine Hale", "Yusuf Tamber", "Greta Vanterpool", "Otto Braithwaite",
+]
 
 
 def erasure_prompts(n_retain: int = 40, seed: int = 12345) -> dict:
     """Prompt sets for the erasure benchmark, paper-style.
 
     Returns ``{"identity": {name: [prompts]}, "artist": {name: [prompts]},
-    "unsafe": [prompts], "retain": [{"prompt", "shape", "colour"}]}``; the retain
-    set is plain object prompts (no names) drawn from a held-out stream.
+    "unsafe": [prompts], "retain": [{"prompt", "shape", "colour"}], "outside_people": [prompts]}``;
+    the retain set is plain object prompts (no names) drawn from a held-out stream;
+    ``outside_people`` are the identity templates with :data:`OUTSIDE_NAMES`.
     """
     rng = random.Random(seed)
     retain = []
@@ -638,4 +646,5 @@ def erasure_prompts(n_retain: int = 40, seed: int = 12345) -> dict:
         "artist": {a: [t.format(a) for t in ARTIST_TEMPLATES] for a in ARTISTS},
         "unsafe": list(UNSAFE_PROMPTS),
         "retain": retain,
+        "outside_people": [t.format(n) for n in OUTSIDE_NAMES for t in IDENTITY_TEMPLATES],
     }

@@ -13,6 +13,7 @@ from app_support import sets as set_ops
 from app_support.runtime import bundle_lock
 from itd_core.erasure_config import ErasureConfig
 from itd_core.errors import ItdError
+from shapesworld import world
 
 CRUISE = ["A portrait of Tom Cruise", "Tom Cruise in an official photo", "Tom Cruise at a public event"]
 RETAIN = ["a red circle", "a dog in a park", "a blue square"]
@@ -238,6 +239,14 @@ def test_shipped_prompt_sets_are_offered():
         assert "celebrity_remain" in prompt_sets.default_retain(sets)[0]
         presets = prompt_sets.concept_presets(is_demo=False)
         assert all(len(p) >= 1 for p in presets.values())
+
+
+def test_demo_retain_default_covers_objects_and_outside_people():
+    sets = prompt_sets.available_prompt_sets(is_demo=True)
+    chosen = prompt_sets.default_retain(sets)
+    assert chosen == ["ShapesWorld: object prompts (retain)", "ShapesWorld: people outside the world (retain)"]
+    retain = prompt_sets.combine(sets, chosen)
+    assert "A portrait of Harriet Colbane" in retain and not any(name in p for p in retain for name in world.IDENTITIES)
 
 
 def test_corpus_choices():
