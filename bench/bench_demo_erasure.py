@@ -22,9 +22,9 @@ from shapesworld import erasure_benchmark, world  # noqa: E402
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--single", type=int, default=3, help="how many identities to erase one at a time")
-    parser.add_argument("--seeds", type=int, nargs="+", default=list(erasure_benchmark.SEEDS), help="seeds of the retained-identity and object prompts")
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(erasure_benchmark.SEEDS), help="seed slots of the retained-identity and object prompts (each prompt x slot gets its own seed)")
     parser.add_argument("--target-seeds", type=int, nargs="+", default=list(erasure_benchmark.TARGET_SEEDS),
-                        help="seeds of the erased names' prompts and their adversarial variants (6 x 5 prompts = 30 target images per identity)")
+                        help="seed slots of the erased names' prompts and their adversarial variants (6 x 5 prompts = 30 target images per identity)")
     parser.add_argument("--objects", type=int, default=40)
     parser.add_argument("--guidance", type=float, default=6.0)
     parser.add_argument("--strength", type=float, default=-8.0, help="deactivation strength of the selected features (paper: -8)")

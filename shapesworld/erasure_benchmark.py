@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import random
 import re
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -77,6 +78,13 @@ def prompt_items(erased: Sequence[str], *, n_objects: int = 40, n_retained: int 
     return items
 
 
+def image_seed(prompt: str, slot: int) -> int:
+    """The generator seed of one image: its own per prompt and seed slot, the same for every method and
+    scenario. Sharing a seed across prompts would tie every figure to a few initial noises (measured
+    here: the same 70 character prompts were drawn right 23% of the time on seed 0 and 100% on seed 3)."""
+    return (zlib.crc32(prompt.encode()) + 1_000_003 * slot) % 2**31
+
+
 def erased_identities(concept_names: Sequence[str]) -> list[str]:
     """The world identities an erasure config's concepts name (case-insensitive); the detector can only judge those."""
     from itd_core.errors import ItdError
@@ -132,8 +140,9 @@ def run(bundle, erased: Sequence[str], *, seeds: Sequence[int] = SEEDS, target_s
         progress: Callable[[str], None] | None = None) -> dict:
     """Generate and judge every prompt x seed with each method. Returns the results and the config.
 
-    ``target_seeds`` are the seeds of the erased names' prompts and their adversarial variants: a single
-    identity has only five prompts, so Acc_e needs more seeds than Acc_r to resolve 10%."""
+    ``seeds`` and ``target_seeds`` are seed slots (see :func:`image_seed`); ``target_seeds`` serve the erased
+    names' prompts and their adversarial variants: a single identity has only five prompts, so Acc_e
+    needs more images than Acc_r to resolve 10%."""
     from shapesworld.detector import detect
 
     from itd_core.pipeline import GenerationSettings, apply_erasure, generate_images, remove_erasure
@@ -141,7 +150,7 @@ def run(bundle, erased: Sequence[str], *, seeds: Sequence[int] = SEEDS, target_s
     config = config or build_config(bundle, erased)
     items = prompt_items(erased, n_objects=n_objects, n_retained=n_retained)
     seeds, target_seeds = list(seeds), list(target_seeds)
-    jobs = [(item, seed) for item in items for seed in (target_seeds if item.group in ("target", "adversarial") else seeds)]
+    jobs = [(item, slot) for item in items for slot in (target_seeds if item.group in ("target", "adversarial") else seeds)]
     settings = GenerationSettings(steps=steps, guidance=guidance)
     pipe = bundle.pipeline
     images: dict[str, list] = {}
@@ -158,7 +167,7 @@ def run(bundle, erased: Sequence[str], *, seeds: Sequence[int] = SEEDS, target_s
                 prompts = [blacklist(item.prompt, erased) if method == "blacklist" else item.prompt for item, _ in chunk]
                 if hook:
                     hook.calls.clear()
-                outputs += generate_images(pipe, prompts, [seed for _, seed in chunk], settings)
+                outputs += generate_images(pipe, prompts, [image_seed(item.prompt, slot) for item, slot in chunk], settings)
                 flags += hook.calls[0].edited if hook else [False] * len(chunk)  # calls[0]: the prompts, then the negative ones
         finally:
             if hook:

@@ -15,6 +15,13 @@ def test_blacklist_and_misspellings():
     assert erasure_benchmark.blacklist(f"A portrait of {variants[0]}", [name]).endswith(variants[0]), "misspellings evade the blacklist"
 
 
+def test_each_prompt_and_slot_has_its_own_stable_seed():
+    prompts = world.erasure_prompts()["identity"][world.IDENTITIES[0]]
+    seeds = {erasure_benchmark.image_seed(p, slot) for p in prompts for slot in range(6)}
+    assert len(seeds) == 30 and all(0 <= s < 2**31 for s in seeds)
+    assert erasure_benchmark.image_seed(prompts[0], 2) == erasure_benchmark.image_seed(prompts[0], 2)
+
+
 def test_benchmark_runs_on_a_tiny_subset():
     from itd_core.bundle import load_bundle
 
