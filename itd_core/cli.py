@@ -299,12 +299,14 @@ def cmd_eval(args) -> None:
 
 def _eval_images(config, args) -> None:
     """The erasure benchmark with this config: generate with each method and let the demo's detector judge."""
-    bundle = _bundle_for_config(config, args)
-    if not bundle.spec.is_demo:
-        raise ItdError(f"--images needs the demo bundle (its concept detector judges the images); this config is for {bundle.model_id!r}")
+    from itd_core.bundle import bundle_spec_for_config
+
+    if not bundle_spec_for_config(config).is_demo:  # checked before loading a model only to refuse it
+        raise ItdError(f"--images needs the demo bundle (its concept detector judges the images); this config is for {config.model.id_or_path!r}")
     from shapesworld import erasure_benchmark
 
     erased = erasure_benchmark.erased_identities([concept.name for concept in config.concepts])
+    bundle = _bundle_for_config(config, args)
     chosen = {key: value for key, value in (("seeds", args.seeds), ("target_seeds", args.target_seeds)) if value}
     outcome = erasure_benchmark.run(bundle, erased, config=config, n_objects=args.objects, steps=args.steps, guidance=args.guidance, **chosen, progress=lambda message: print(f"  {message}", file=sys.stderr))
     document = {"config": str(args.config), "erased": erased, "seeds": outcome["seeds"], "target_seeds": outcome["target_seeds"],

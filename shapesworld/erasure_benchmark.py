@@ -175,7 +175,7 @@ def run(bundle, erased: Sequence[str], *, seeds: Sequence[int] = SEEDS, target_s
         images[method], edited[method] = outputs, flags
     detections = {method: detect([image for image in images[method]]) for method in methods}
     results = [_judge(method, jobs, detections[method], images, edited[method]) for method in methods]
-    return {"erased": list(erased), "seeds": list(seeds), "target_seeds": target_seeds, "n_images_per_method": len(jobs), "config": config,
+    return {"erased": list(erased), "seeds": seeds, "target_seeds": target_seeds, "n_images_per_method": len(jobs), "config": config,
             "results": results, "n_by_group": {group: sum(item.group == group for item, _ in jobs) for group in ("target", "retained", "object", "adversarial")}}
 
 

@@ -2,8 +2,6 @@
 
 import json
 
-import pytest
-
 from shapesworld import erasure_benchmark, world
 
 
