@@ -2,10 +2,12 @@
 
 * **detector**: per-head accuracy on clean held-out world images (stream ``HELD_OUT_SEED``);
 * **VAE ceiling**: the same accuracy on VAE-reconstructed images (encode -> decode), i.e. the
-  best the generator could score as judged by the detector, plus PSNR;
+  best the generator could score as judged by the detector, plus PSNR; counted, like the
+  generation figures, over the images whose caption names the attribute;
 * **generation**: images for held-out captions (stream ``HELD_OUT_SEED + 1``) at each guidance
-  scale, 20 DDIM steps, fixed seeds; per attribute, the share of prompts naming it whose image
-  the detector reads as that value (shape, colour, artist style, identity, unsafe);
+  scale, 20 steps of the pipeline's scheduler, fixed seeds; per attribute, the share of prompts naming it whose image
+  the detector reads as that value (shape, colour, artist style, identity, unsafe), and per
+  artist and per character;
 * **timing**: a 2-prompt 20-step generation at 64 px after warm-up (median of 5).
 
 Results go to ``assets/metrics.json`` together with the training metrics of each model.
@@ -49,9 +51,26 @@ def score(detections: list[dict], labels: list[dict], attrs=ATTRS, only_mentione
     return out
 
 
+def accuracy_by_value(detections: list[dict], labels: list[dict], attr: str) -> dict[str, float]:
+    """Per true value of ``attr`` (each artist, each character), the share of images that name it and show it."""
+    hits: dict[str, list[int]] = {}
+    for d, lab in zip(detections, labels):
+        if attr in lab.get("mentions", []):
+            tally = hits.setdefault(lab[attr], [0, 0])
+            tally[0] += d[attr] == lab[attr]
+            tally[1] += 1
+    return {value: right / n for value, (right, n) in sorted(hits.items())}
+
+
 @torch.no_grad()
 def vae_ceiling(vae, n: int = 1000, seed: int = HELD_OUT_SEED) -> dict:
-    """Detector accuracy (all heads, all images) on VAE reconstructions of held-out world images, and PSNR."""
+    """Detector accuracy on held-out world images and on their VAE reconstructions, and PSNR.
+
+    The headline figures count, per attribute, only images whose caption names it -- the same
+    population as the generation figures, so the reconstruction figure is the generator's
+    ceiling. ``all_images`` also counts images that do not name it (mostly the easy "no style"
+    / "no character" reading), as the detector's own validation does.
+    """
     samples = world.generate(n, seed)
     imgs = np.stack([s.image for s in samples])
     x = torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 127.5 - 1
@@ -64,9 +83,12 @@ def vae_ceiling(vae, n: int = 1000, seed: int = HELD_OUT_SEED) -> dict:
     mse = ((rec - x) / 2 * 255).pow(2).mean(dim=(1, 2, 3)).clamp_min(1e-6)
     rec_u8 = ((rec + 1) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
     labels = [s.labels for s in samples]
+    detections = {"originals": D.detect(imgs), "reconstructions": D.detect(rec_u8)}
     return {"psnr_db": float((10 * torch.log10(255.0 ** 2 / mse)).mean()), "n": n,
-            "detector_on_reconstructions": score(D.detect(rec_u8), labels, only_mentioned=False),
-            "detector_on_originals": score(D.detect(imgs), labels, only_mentioned=False)}
+            **{f"detector_on_{k}": score(d, labels) for k, d in detections.items()},
+            "by_value": {k: {a: accuracy_by_value(d, labels, a) for a in ("artist", "identity")}
+                         for k, d in detections.items()},
+            "all_images": {k: score(d, labels, only_mentioned=False) for k, d in detections.items()}}
 
 
 def held_out_prompts(n: int, seed: int = HELD_OUT_SEED + 1) -> list[world.Sample]:
@@ -86,7 +108,10 @@ def generation_accuracy(pipe, samples: list[world.Sample], guidance: float, step
                    width=64, generator=gens, output_type="np")
         images.append((out.images * 255).round().clip(0, 255).astype(np.uint8))
     imgs = np.concatenate(images)
-    return score(D.detect(imgs), [s.labels for s in samples]), imgs
+    detections, labels = D.detect(imgs), [s.labels for s in samples]
+    result = score(detections, labels)
+    result["by_value"] = {a: accuracy_by_value(detections, labels, a) for a in ("artist", "identity")}
+    return result, imgs
 
 
 def time_pair(pipe, prompts=("a red circle", "A portrait of Mira Castellane"), steps: int = 20,
@@ -114,13 +139,21 @@ def summary_markdown(results: dict) -> str:
     pct = lambda v: "-" if v is None else f"{100 * v:.0f}%"  # noqa: E731
     det = ((results.get("training") or {}).get("detector") or {}).get("val_accuracy_clean", {})
     ceil = results["vae_ceiling"]["detector_on_reconstructions"]
-    rows = ["| attribute | detector, clean held-out | VAE ceiling | " +
+    clean = results["vae_ceiling"]["detector_on_originals"]
+    rows = ["| attribute | detector, clean held-out (all images) | detector, clean images naming it | VAE ceiling | " +
             " | ".join(f"generated, guidance {g}" for g in results["generation"]["by_guidance"]) + " |",
-            "|---|---|---|" + "---|" * len(results["generation"]["by_guidance"])]
+            "|---|---|---|---|" + "---|" * len(results["generation"]["by_guidance"])]
     for a, head in [("shape", "shape"), ("colour", "colour"), ("artist", "style"), ("identity", "identity"),
                     ("unsafe", "unsafe")]:
         gen = [pct(v.get(a)) + f" (n={v.get('n_' + a, 0)})" for v in results["generation"]["by_guidance"].values()]
-        rows.append(f"| {a} | {pct(det.get(head))} | {pct(ceil.get(a))} | " + " | ".join(gen) + " |")
+        rows.append(f"| {a} | {pct(det.get(head))} | {pct(clean.get(a))} | {pct(ceil.get(a))} | " + " | ".join(gen) + " |")
+    first = next(iter(results["generation"]["by_guidance"].values()))
+    ceiling_by_value = results["vae_ceiling"].get("by_value", {}).get("reconstructions", {})
+    for attr in ("artist", "identity"):
+        per = [f"{value} {pct(v)} (ceiling {pct(ceiling_by_value.get(attr, {}).get(value))})"
+               for value, v in first.get("by_value", {}).get(attr, {}).items()]
+        if per:
+            rows.append(f"\n{attr} by value, first guidance: " + ", ".join(per))
     rows.append(f"\nVAE PSNR {results['vae_ceiling']['psnr_db']:.1f} dB; a 2-prompt 20-step 64-px generation takes "
                 f"{results['timing']['pair_20_steps_64px_seconds']:.2f} s on CPU after warm-up.")
     return "\n".join(rows)

@@ -125,11 +125,18 @@ def test_micro_vae_and_unet_training_resume(tmp_path, capsys):
 def test_committed_detector_is_accurate_on_fresh_images():
     samples = world.generate(300, seed=31337)
     det = D.detect(np.stack([s.image for s in samples]))
-    from shapesworld.evaluate import score
+    from shapesworld.evaluate import accuracy_by_value, score
 
-    acc = score(det, [s.labels for s in samples], only_mentioned=False)
+    labels = [s.labels for s in samples]
+    acc = score(det, labels, only_mentioned=False)
     for head in ("shape", "colour", "artist", "identity", "unsafe"):
         assert acc[head] >= 0.9, (head, acc)
+    # per-artist accuracy: one entry per artist a caption names, weighted back to the overall figure
+    per_artist = accuracy_by_value(det, labels, "artist")
+    named = [s.labels["artist"] for s in samples if "artist" in s.labels["mentions"]]
+    assert set(per_artist) == set(named)
+    weighted = sum(per_artist[a] * named.count(a) for a in per_artist) / len(named)
+    assert weighted == pytest.approx(score(det, labels)["artist"])
 
 
 def test_missing_detector_asset_names_the_file(tmp_path):
@@ -143,10 +150,12 @@ PIPE = Path(__file__).resolve().parents[2] / "shapesworld" / "assets" / "pipelin
 
 
 def test_committed_pipeline_generates_for_any_prompt():
-    from shapesworld.pipeline import load_pipeline
+    from shapesworld.pipeline import load_pipeline, sampling_scheduler
 
     pipe = load_pipeline()
     assert pipe.tokenizer.model_max_length == 24 and pipe.text_encoder.config.use_attention_mask
+    # the committed scheduler is the one write_static_components writes (DPM++ 2M, "leading" spacing)
+    assert type(pipe.scheduler) is type(sampling_scheduler()) and pipe.scheduler.config.timestep_spacing == "leading"
     prompts = ["A portrait of Mira Castellane", "", "zxqv blorfing quandlewump ~~ 42"]
     out = pipe(prompts, num_inference_steps=4, guidance_scale=5.0, height=64, width=64, output_type="np",
                generator=torch.Generator().manual_seed(0)).images
