@@ -5,7 +5,7 @@
     model_index.json     StableDiffusionPipeline; safety checker / feature extractor: none
     vae/                 AutoencoderKL, fp16 safetensors   (python -m shapesworld.train_vae)
     unet/                UNet2DConditionModel, fp16 EMA   (python -m shapesworld.train_unet)
-    scheduler/           DDIMScheduler, cosine, "leading" spacing, steps_offset=1
+    scheduler/           DPMSolverMultistepScheduler (DPM++ 2M), cosine, "leading" spacing, steps_offset=1
     tokenizer/           BertTokenizer, model_max_length=24
     text_encoder/        config.json only -- see below
 
@@ -34,7 +34,7 @@ REQUIRED_FILES = {
     "vae/diffusion_pytorch_model.safetensors": "python -m shapesworld.train_vae",
     "unet/config.json": "python -m shapesworld.train_unet",
     "unet/diffusion_pytorch_model.safetensors": "python -m shapesworld.train_unet",
-    "scheduler/scheduler_config.json": "python -m shapesworld.train_unet",
+    "scheduler/scheduler_config.json": "python -m shapesworld.pipeline --write-static",
 }
 NOTE = (
     "The weights of this text encoder are not stored here: they are all-MiniLM-L6-v2 from the installed\n"
@@ -43,8 +43,24 @@ NOTE = (
 )
 
 
+def sampling_scheduler():
+    """DPM++ 2M on the training schedule (1000-step cosine, epsilon prediction).
+
+    "leading" spacing with ``steps_offset=1``: 20 steps start at t=951, where the signal is small
+    but not zero; "trailing" or "linspace" spacing would start at t=999, where the cosine schedule
+    leaves ~1e-9 of signal and an epsilon model samples pure noise. DPM++ 2M rather than DDIM:
+    on 400 held-out captions at 17,000 training steps it drew the right shape 86% of the time
+    (DDIM 79%) and the right character 79% (DDIM 72%), same 20 steps, same cost.
+    """
+    from diffusers import DPMSolverMultistepScheduler
+
+    return DPMSolverMultistepScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2",
+                                       prediction_type="epsilon", algorithm_type="dpmsolver++", solver_order=2,
+                                       steps_offset=1, timestep_spacing="leading")
+
+
 def write_static_components(folder: Path = PIPELINE_DIR) -> None:
-    """Write ``model_index.json``, ``tokenizer/`` and the config-only ``text_encoder/``."""
+    """Write ``model_index.json``, ``scheduler/``, ``tokenizer/`` and the config-only ``text_encoder/``."""
     folder.mkdir(parents=True, exist_ok=True)
     index = {
         "_class_name": "StableDiffusionPipeline",
@@ -53,13 +69,14 @@ def write_static_components(folder: Path = PIPELINE_DIR) -> None:
         "image_encoder": [None, None],
         "requires_safety_checker": False,
         "safety_checker": [None, None],
-        "scheduler": ["diffusers", "DDIMScheduler"],
+        "scheduler": ["diffusers", type(sampling_scheduler()).__name__],
         "text_encoder": ["transformers", "BertModel"],
         "tokenizer": ["transformers", "BertTokenizer"],
         "unet": ["diffusers", "UNet2DConditionModel"],
         "vae": ["diffusers", "AutoencoderKL"],
     }
     (folder / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+    sampling_scheduler().save_pretrained(str(folder / "scheduler"))
     te.load_tokenizer().save_pretrained(str(folder / "tokenizer"))
     enc_dir = folder / "text_encoder"
     enc_dir.mkdir(exist_ok=True)

@@ -6,10 +6,8 @@ sits at 16x16 and 8x8 (and the 4x4 mid block); 4x4 down/up blocks are plain ResN
 Classifier-free guidance: ``--cfg-drop`` (10%) of captions are replaced by the empty
 caption ``""`` -- exactly the negative prompt the pipeline encodes at sampling time.
 
-Noise schedule: 1000-step cosine (``squaredcos_cap_v2``), epsilon prediction. Sampling uses
-DDIM with ``timestep_spacing="leading"`` and ``steps_offset=1`` (20 steps start at t=951,
-where the signal is small but not zero: "trailing" spacing would start at t=999, where the
-cosine schedule leaves ~1e-9 of signal and an epsilon model samples pure noise).
+Noise schedule: 1000-step cosine (``squaredcos_cap_v2``), epsilon prediction. The sampling
+scheduler is a static pipeline component (:func:`shapesworld.pipeline.sampling_scheduler`).
 
 Speed: the encoder and the VAE are frozen, so the text embeddings and VAE latents of the
 ``--n-train`` training samples are computed once and cached in ``<run-dir>/cache.pt``.
@@ -17,8 +15,8 @@ EMA weights (``--ema``) are what gets exported. The loss is Min-SNR-5 weighted e
 (``--min-snr``), which spends the small budget on the noisy steps that decide shape and colour.
 
 Resumable: ``<run-dir>/ckpt.pt`` every ``--ckpt-every`` steps and on ``--max-minutes``; rerun
-the same command to continue. ``--out`` receives ``unet/`` (fp16 EMA weights) and
-``scheduler/``; the pipeline's other components come from :mod:`shapesworld.pipeline`.
+the same command to continue. ``--out`` receives ``unet/`` (fp16 EMA weights); the pipeline's other components come
+from :mod:`shapesworld.pipeline`.
 
     python -m shapesworld.train_unet --run-dir runs/unet --steps 6000 --max-minutes 55
 """
@@ -37,9 +35,8 @@ from tqdm import tqdm
 
 from . import text_encoder as te
 from . import world
+from .pipeline import PIPELINE_DIR
 from .train_utils import checkpoint_or_stop, EMA, Logger, adapt_threads, lr_factor, optimizer_step, param_count, resume, save_checkpoint, setup
-
-PIPELINE_DIR = Path(__file__).parent / "assets" / "pipeline"
 
 
 def build_unet(channels: tuple[int, ...] = (32, 64, 64), head_dim: int = 8, groups: int = 32):
@@ -61,13 +58,6 @@ def train_scheduler():
 
     return DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="epsilon",
                          clip_sample=False)
-
-
-def sampling_scheduler():
-    from diffusers import DDIMScheduler
-
-    return DDIMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="epsilon",
-                         clip_sample=False, set_alpha_to_one=False, steps_offset=1, timestep_spacing="leading")
 
 
 def load_vae(folder: Path):
@@ -114,10 +104,9 @@ def build_cache(n: int, seed: int, vae_dir: Path, path: Path, bf16: bool = False
 
 
 def export(unet, out: Path, metrics: dict | None = None) -> None:
-    """Write ``unet/`` (fp16) and ``scheduler/`` into the pipeline folder ``out``."""
+    """Write ``unet/`` (fp16) into the pipeline folder ``out``."""
     unet.to(torch.float16).save_pretrained(str(out / "unet"), safe_serialization=True)
     unet.to(torch.float32)
-    sampling_scheduler().save_pretrained(str(out / "scheduler"))
     if metrics:
         (out / "unet" / "training_metrics.json").write_text(json.dumps(metrics, indent=1))
 
@@ -126,7 +115,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run-dir", type=Path, default=Path("runs/unet"))
     ap.add_argument("--vae", type=Path, default=PIPELINE_DIR / "vae", help="trained VAE folder (frozen)")
-    ap.add_argument("--out", type=Path, default=PIPELINE_DIR, help="pipeline folder to write unet/ + scheduler/ ('' to skip)")
+    ap.add_argument("--out", type=Path, default=PIPELINE_DIR, help="pipeline folder to write unet/ into ('' to skip)")
     ap.add_argument("--channels", type=int, nargs="+", default=[32, 64, 64])
     ap.add_argument("--head-dim", type=int, default=16)
     ap.add_argument("--groups", type=int, default=32)
@@ -208,7 +197,7 @@ def main(argv: list[str] | None = None) -> dict:
     (args.run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
     if str(args.out):
         export(ema.model, args.out, metrics)
-        print(f"wrote {args.out / 'unet'} and {args.out / 'scheduler'}", flush=True)
+        print(f"wrote {args.out / 'unet'}", flush=True)
     return metrics
 
 
