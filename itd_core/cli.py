@@ -197,33 +197,30 @@ def cmd_concept_edit(args) -> None:
 # --------------------------------------------------------------------------- classifier
 
 
-def _score_prompts(bundle, deactivator, prompts: Sequence[str], batch_size: int = 32):
-    import torch
-
-    rows = [deactivator.scores(activations) for _, activations in bundle.adapter.iter_capture(list(prompts), batch_size)]
-    return torch.cat(rows).cpu()
-
-
 def cmd_calibrate(args) -> None:
     from itd_core.calibration import fpr_threshold, paper_threshold, rates
     from itd_core.erasure_config import CalibrationInfo, ErasureConfig
     from itd_core.prompts import read_prompt_files
 
     config = ErasureConfig.load(args.config)
+    if args.score_positions and args.score_positions != config.score_positions:
+        if args.concept:
+            raise ItdError(f"--score-positions {args.score_positions} changes the score of every concept: calibrate them all (drop --concept)")
+        config.score_positions = args.score_positions
     bundle = _bundle_for_config(config, args)
     names = [args.concept] if args.concept else [c.name for c in config.concepts]
     retain = read_prompt_files(args.retain)
     target_file_prompts = read_prompt_files(args.target) if args.target else None
     deactivator = config.deactivator(bundle.sae)
-    retain_scores = _score_prompts(bundle, deactivator, retain)
+    retain_scores = deactivator.score_prompts(bundle.adapter, retain)
     report = []
-    file_scores = _score_prompts(bundle, deactivator, target_file_prompts) if target_file_prompts else None  # shared by all concepts
+    file_scores = deactivator.score_prompts(bundle.adapter, target_file_prompts) if target_file_prompts else None  # shared by all concepts
     for name in names:
         concept = config.concept(name)
         index = [c.name for c in config.concepts].index(name)
         if file_scores is None and not concept.prompts:
             raise ItdError(f"concept {name!r} has no stored prompts: give --target FILE")
-        scores = file_scores if file_scores is not None else _score_prompts(bundle, deactivator, concept.prompts)
+        scores = file_scores if file_scores is not None else deactivator.score_prompts(bundle.adapter, concept.prompts)
         target_scores = scores[:, index].tolist()
         concept_retain = retain_scores[:, index].tolist()
         threshold = paper_threshold(target_scores) if args.rule == "paper" else fpr_threshold(concept_retain, args.fpr)
@@ -251,9 +248,8 @@ def cmd_classify(args) -> None:
     truncated = set(_report_truncation(bundle.adapter, args.prompts))
     deactivator = config.deactivator(bundle.sae)
     results = []
-    for _, activations in bundle.adapter.iter_capture(args.prompts):
-        result = deactivator.apply(activations)
-        results.append(result)
+    for batch, activations in bundle.adapter.iter_capture(args.prompts):
+        results.append(deactivator.apply(activations, prompt_mask=batch.prompt_mask))
     names = [c.name for c in config.concepts]
     rows = []
     scores = [s for r in results for s in r.scores.tolist()]
@@ -285,11 +281,11 @@ def cmd_eval(args) -> None:
         raise ItdError("eval needs --retain FILE (prompts the concepts must leave alone), or --images on the demo bundle")
     bundle = _bundle_for_config(config, args)
     deactivator = config.deactivator(bundle.sae)
-    retain_scores = _score_prompts(bundle, deactivator, read_prompt_files(args.retain))
-    file_scores = _score_prompts(bundle, deactivator, read_prompt_files(args.target)) if args.target else None  # shared by all concepts
+    retain_scores = deactivator.score_prompts(bundle.adapter, read_prompt_files(args.retain))
+    file_scores = deactivator.score_prompts(bundle.adapter, read_prompt_files(args.target)) if args.target else None  # shared by all concepts
     report = []
     for index, concept in enumerate(config.concepts):
-        scores = file_scores if file_scores is not None else (_score_prompts(bundle, deactivator, concept.prompts) if concept.prompts else None)
+        scores = file_scores if file_scores is not None else (deactivator.score_prompts(bundle.adapter, concept.prompts) if concept.prompts else None)
         target_scores = scores[:, index].tolist() if scores is not None else []
         measured = rates(concept.threshold, target_scores, retain_scores[:, index].tolist()) if concept.threshold is not None else None
         report.append({"concept": concept.name, "threshold": concept.threshold, **(measured.model_dump() if measured else {"tpr": None, "fpr": None})})
@@ -442,6 +438,9 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--rule", choices=["paper", "fpr"], default="paper", help="paper: 0.99 x min target score; fpr: a target false-positive rate on the retain set")
     calibrate.add_argument("--fpr", type=float, default=0.01)
     calibrate.add_argument("--concept", help="only this concept (default: all)")
+    calibrate.add_argument("--score-positions", choices=["all", "prompt"],
+                           help="what the score averages over: every padded position (the paper's) or the prompt's own "
+                                "tokens; saved in the config (default: keep the config's, 'all' for a new one)")
     _add_runtime_options(calibrate)
     add_json_option(calibrate)
     calibrate.set_defaults(handler=cmd_calibrate)

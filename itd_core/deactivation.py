@@ -8,6 +8,13 @@ and strengths ``s_f`` (the paper uses -8):
 * **score** ``s_c(x) = mean over t >= 1 and the d dims of (x̂_c − x)²`` (float32);
 * the prompt triggers ``c`` when ``s_c(x) >= threshold_c``.
 
+``score_positions="prompt"`` (not the paper's) averages the score over the prompt's own tokens
+(BOS excluded, EOS included) instead of every padded position. The paper's mean dilutes a
+concept token by however much padding the prompt has, so one threshold must cover short and
+long prompts; on ShapesWorld's 14 characters the prompt-token mean caught 42 of 42 paraphrases
+of the names (31 with the paper's mean) with no retain prompt crossing a threshold. Thresholds
+calibrated under one mode do not carry over to the other.
+
 The same score is used to calibrate and to classify (the reference code reduced over
 different axes in the two places). A prompt that triggers at least one concept gets its
 layer output at positions ``t >= 1`` replaced by the deactivated reconstruction for the union
@@ -22,13 +29,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 
 import torch
 
 from itd_core.errors import ItdError
 from itd_core.sae import TopKSAE
 
+if TYPE_CHECKING:
+    from itd_core.encoders import TextEncoderAdapter
+
 PAPER_STRENGTH = -8.0
+ScorePositions = Literal["all", "prompt"]
 
 
 @dataclass(frozen=True)
@@ -72,11 +84,14 @@ class _Hits:
 class Deactivator:
     """Scores and edits layer activations for several concepts at once, vectorised over the batch."""
 
-    def __init__(self, sae: TopKSAE, concepts: Sequence[ConceptFeatures]):
+    def __init__(self, sae: TopKSAE, concepts: Sequence[ConceptFeatures], score_positions: ScorePositions = "all"):
         if not concepts:
             raise ItdError("no concepts to deactivate")
+        if score_positions not in ("all", "prompt"):
+            raise ItdError(f"score_positions must be 'all' or 'prompt', not {score_positions!r}")
         self.sae = sae
         self.concepts = list(concepts)
+        self.score_positions = score_positions
         device = sae.W_dec.device
         n = sae.n_latents
         all_ids = sorted({f for c in self.concepts for f in c.feature_ids})
@@ -126,31 +141,51 @@ class Deactivator:
         deltas.index_add_(1, inverse, coefficients.unsqueeze(-1) * hits.rows.unsqueeze(0))
         return deltas, unique_tokens
 
-    def _scores(self, error: torch.Tensor, hits: _Hits, shape) -> torch.Tensor:
+    def _position_weights(self, prompt_mask: torch.Tensor | None, shape) -> torch.Tensor:
+        """Which positions ``t >= 1`` the score averages over. shape: ``[B*P]`` float32"""
+        batch, positions, _ = shape
+        if self.score_positions == "all":
+            return torch.ones(batch * positions, dtype=torch.float32, device=self.sae.W_dec.device)
+        if prompt_mask is None:
+            raise ItdError("score_positions='prompt' needs the prompts' token mask (prompt_mask)")
+        if tuple(prompt_mask.shape) != (batch, positions + 1):
+            raise ItdError(f"prompt_mask of shape {tuple(prompt_mask.shape)} does not fit activations with {batch} prompts x {positions + 1} tokens")
+        return prompt_mask[:, 1:].to(device=self.sae.W_dec.device, dtype=torch.float32).reshape(-1)
+
+    def _scores(self, error: torch.Tensor, hits: _Hits, shape, weights: torch.Tensor) -> torch.Tensor:
         batch, positions, d = shape
         squared = error.square().sum(-1)  # [B*P]
-        base = squared.reshape(batch, positions).sum(-1)  # [B]
+        base = (squared * weights).reshape(batch, positions).sum(-1)  # [B]
         totals = base.unsqueeze(0).repeat(len(self.concepts), 1)  # [C, B]
         if len(hits.token):
             coefficients = (self._strength[:, hits.union_slot] - 1.0) * hits.value  # [C, H]
             deltas, tokens = self._concept_deltas(hits, coefficients, batch * positions)
             changed = (error[tokens].unsqueeze(0) + deltas).square().sum(-1) - squared[tokens].unsqueeze(0)  # [C, U]
-            totals.index_add_(1, tokens // positions, changed)
-        return (totals / (positions * d)).T.contiguous()  # [B, C]
+            totals.index_add_(1, tokens // positions, changed * weights[tokens])
+        counted = weights.reshape(batch, positions).sum(-1).clamp_min(1.0)  # [B]
+        return (totals / (counted * d)).T.contiguous()  # [B, C]
 
     @torch.no_grad()
-    def scores(self, activations: torch.Tensor) -> torch.Tensor:
-        """The ItD score of each prompt for each concept. shape: ``[B, T, d] -> [B, C]``"""
+    def scores(self, activations: torch.Tensor, prompt_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The ItD score of each prompt for each concept. shape: ``[B, T, d] -> [B, C]``
+
+        ``prompt_mask`` ``[B, T]`` marks the prompt's own tokens; needed for ``score_positions="prompt"``."""
         error, hits, shape = self._analyse(activations)
-        return self._scores(error, hits, shape)
+        return self._scores(error, hits, shape, self._position_weights(prompt_mask, shape))
 
     @torch.no_grad()
-    def apply(self, activations: torch.Tensor, *, gate: bool = True) -> ErasureResult:
+    def score_prompts(self, adapter: "TextEncoderAdapter", prompts: Sequence[str], batch_size: int = 32) -> torch.Tensor:
+        """Tokenize and capture ``prompts`` with ``adapter``, then score them. shape: ``[P, C]`` float32 on CPU"""
+        rows = [self.scores(activations, batch.prompt_mask).cpu() for batch, activations in adapter.iter_capture(list(prompts), batch_size)]
+        return torch.cat(rows) if rows else torch.zeros(0, len(self.concepts))
+
+    @torch.no_grad()
+    def apply(self, activations: torch.Tensor, *, gate: bool = True, prompt_mask: torch.Tensor | None = None) -> ErasureResult:
         """Score, then edit the prompts that trigger a concept. With ``gate=False`` every prompt is
         edited for every concept (plain SAE steering, the baseline without the classifier)."""
         error, hits, shape = self._analyse(activations)
         batch, positions, d = shape
-        scores = self._scores(error, hits, shape)
+        scores = self._scores(error, hits, shape, self._position_weights(prompt_mask, shape))
         if gate:
             missing = [c.name for c in self.concepts if c.threshold is None]
             if missing:

@@ -48,6 +48,7 @@ class TokenizedPrompts:
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
     special_mask: torch.Tensor  # True on BOS/CLS, EOS/SEP and padding
+    prompt_mask: torch.Tensor  # True on the prompt's own tokens, BOS..EOS; what score_positions="prompt" averages over
     tokens: list[list[str]]
     truncated: list[bool]
 
@@ -57,6 +58,23 @@ class TokenizedPrompts:
     def content_lengths(self) -> list[int]:
         """Number of non-special tokens per prompt."""
         return (~self.special_mask).sum(dim=1).tolist()
+
+
+def end_token_id(tokenizer) -> int | None:
+    """The token that closes a prompt: EOS (CLIP), else SEP (BERT-like encoders)."""
+    return tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
+
+
+def prompt_token_mask(input_ids: torch.Tensor, end_id: int | None) -> torch.Tensor:
+    """True up to and including each row's first end token, False on the padding after it.
+
+    Derived from the ids alone, so the erasure hook (which sees only what the pipeline passes the
+    encoder: SD 1.x passes no attention mask and pads with EOS) and calibration agree exactly.
+    shape: ``[B, T] -> [B, T]`` bool"""
+    if end_id is None:
+        return torch.ones_like(input_ids, dtype=torch.bool)
+    ends_before = torch.cumsum(input_ids == end_id, dim=1) - (input_ids == end_id).long()
+    return ends_before == 0
 
 
 class _StopForward(Exception):
@@ -158,6 +176,7 @@ class TextEncoderAdapter:
             input_ids=batch["input_ids"],
             attention_mask=batch["attention_mask"],
             special_mask=special,
+            prompt_mask=prompt_token_mask(batch["input_ids"], end_token_id(self.tokenizer)),
             tokens=[self.tokenizer.convert_ids_to_tokens(ids) for ids in batch["input_ids"].tolist()],
             truncated=[n > self.max_length for n in full_lengths],
         )

@@ -8,6 +8,7 @@ Schema (version 1)::
       "model": {"id_or_path": "CompVis/stable-diffusion-v1-4", "layer": "encoder.layers.8"},
       "sae": {"format": "itd", "path": "...", "subfolder": null, "sha256": "<weights fingerprint>",
               "n_latents": 524288, "d_model": 768, "k": 64},
+      "score_positions": "all",
       "concepts": [{"name": "Tom Cruise",
                     "features": [{"id": 40213, "strength": -8.0, "label": "Cruise surname"}],
                     "threshold": 0.021,
@@ -34,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from itd_core import __version__
 from itd_core.atomic import atomic_write_text
 from itd_core.calibration import CalibrationRule
-from itd_core.deactivation import PAPER_STRENGTH, ConceptFeatures, Deactivator
+from itd_core.deactivation import PAPER_STRENGTH, ConceptFeatures, Deactivator, ScorePositions
 from itd_core.errors import ItdError
 from itd_core.sae import TopKSAE
 
@@ -105,6 +106,9 @@ class ErasureConfig(_Strict):
     created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
     model: ModelRef
     sae: SAERef
+    score_positions: ScorePositions = Field(
+        default="all", description="positions the classifier score averages over: 'all' padded positions "
+                                   "(the paper's), or the 'prompt' tokens only; thresholds are calibrated per mode")
     concepts: list[ConceptEntry] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -153,7 +157,7 @@ class ErasureConfig(_Strict):
     def content_hash(self) -> str:
         """Hash of what changes generations (model, layer, SAE, features, thresholds), not of metadata."""
         essence = {
-            "model": self.model.model_dump(), "sae": self.sae.sha256,
+            "model": self.model.model_dump(), "sae": self.sae.sha256, "score_positions": self.score_positions,
             "concepts": [{"features": [(f.id, f.strength) for f in c.features], "threshold": c.threshold} for c in self.concepts],
         }
         return hashlib.sha256(json.dumps(essence, sort_keys=True).encode()).hexdigest()[:16]
@@ -173,7 +177,7 @@ class ErasureConfig(_Strict):
         self.check_sae(sae)
         if not self.concepts:
             raise ItdError("the erasure config has no concepts")
-        return Deactivator(sae, [c.to_concept_features() for c in self.concepts])
+        return Deactivator(sae, [c.to_concept_features() for c in self.concepts], self.score_positions)
 
     def concept(self, name: str) -> ConceptEntry:
         for concept in self.concepts:

@@ -24,7 +24,7 @@ from PIL import Image
 
 from itd_core.atomic import atomic_write_bytes, atomic_write_text
 from itd_core.deactivation import Deactivator, ErasureResult
-from itd_core.encoders import layer_output_tensor, replace_layer_output, resolve_layer
+from itd_core.encoders import end_token_id, layer_output_tensor, prompt_token_mask, replace_layer_output, resolve_layer
 from itd_core.erasure_config import ErasureConfig
 from itd_core.errors import ItdError
 from itd_core.sae import TopKSAE
@@ -50,11 +50,19 @@ class ErasureHook:
         self.gate = gate
         self.layer_name, module = resolve_layer(pipe.text_encoder, layer)
         self.calls: list[EncoderCall] = []
-        self._handle = module.register_forward_hook(self._hook)
+        self._prompt_mask: torch.Tensor | None = None
+        self._handles = [module.register_forward_hook(self._hook)]
+        if deactivator.score_positions == "prompt":  # the layer does not see the ids: note them as the encoder starts
+            self._end_id = end_token_id(pipe.tokenizer)
+            self._handles.append(pipe.text_encoder.register_forward_pre_hook(self._note_prompt_mask, with_kwargs=True))
         setattr(pipe, _HOOK_ATTRIBUTE, self)
 
+    def _note_prompt_mask(self, module, args, kwargs):
+        input_ids = kwargs.get("input_ids", args[0] if args else None)
+        self._prompt_mask = None if input_ids is None else prompt_token_mask(input_ids, self._end_id)
+
     def _hook(self, module, inputs, output):
-        result: ErasureResult = self.deactivator.apply(layer_output_tensor(output), gate=self.gate)
+        result: ErasureResult = self.deactivator.apply(layer_output_tensor(output), gate=self.gate, prompt_mask=self._prompt_mask)
         self.calls.append(EncoderCall(result.scores.tolist(), result.triggered.tolist(), result.edited.tolist()))
         if not result.edited.any():
             return None  # keep the layer's own output object: bit-exact pass-through
@@ -65,7 +73,8 @@ class ErasureHook:
         return [c.name for c in self.deactivator.concepts]
 
     def remove(self) -> None:
-        self._handle.remove()
+        for handle in self._handles:
+            handle.remove()
         if getattr(self.pipe, _HOOK_ATTRIBUTE, None) is self:
             delattr(self.pipe, _HOOK_ATTRIBUTE)
 

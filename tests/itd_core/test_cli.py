@@ -71,6 +71,28 @@ def test_select_calibrate_classify_eval_generate(capsys, files, tiny_pipeline_di
     assert [c["name"] for c in json.loads(config.read_text())["concepts"]] == ["Tom Cruise", "Keanu Reeves"]
 
 
+def test_calibrate_with_prompt_score_positions(capsys, files, tiny_pipeline_dir, tiny_sae_dir):
+    config = files / "positions.json"
+    code, _, err = run(capsys, "concept", "select", *bundle_args(tiny_pipeline_dir, tiny_sae_dir), "--concept", "Tom Cruise",
+                       "--prompts", files / "target.txt", "--retain", files / "retain.csv", "--top-n", 16, "-o", config)
+    assert code == 0, err
+    code, out, err = run(capsys, "calibrate", config, "--retain", files / "retain.csv", "--json")
+    assert code == 0, err
+    paper_threshold = json.loads(out)["concepts"][0]["threshold"]
+    before = config.read_text()
+    code, _, err = run(capsys, "calibrate", config, "--retain", files / "retain.csv", "--score-positions", "prompt", "--concept", "Tom Cruise")
+    assert code == 1 and "drop --concept" in err
+    assert config.read_text() == before, "a refused calibration leaves the file as it was"
+    code, out, err = run(capsys, "calibrate", config, "--retain", files / "retain.csv", "--score-positions", "prompt", "--json")
+    assert code == 0, err
+    stored = json.loads(config.read_text())
+    assert stored["score_positions"] == "prompt"
+    assert stored["concepts"][0]["threshold"] != paper_threshold and json.loads(out)["concepts"][0]["tpr"] == 1.0
+    code, out, err = run(capsys, "classify", config, TARGET[0], "--json")
+    assert code == 0, err
+    assert json.loads(out)["prompts"][0]["edited"], "the classifier scores as calibration did"
+
+
 def test_manual_curation_on_top_of_the_selection(capsys, files, tiny_pipeline_dir, tiny_sae_dir):
     config = files / "curated.json"
     code, _, err = run(capsys, "concept", "select", *bundle_args(tiny_pipeline_dir, tiny_sae_dir), "--concept", "Tom Cruise",

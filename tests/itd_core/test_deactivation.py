@@ -94,3 +94,23 @@ def test_bf16_sae_gives_close_scores(sae, activations):
     low = Deactivator(half, concepts).scores(activations)
     assert low.dtype == torch.float32
     torch.testing.assert_close(low, full, rtol=0.1, atol=0.05)
+
+
+def test_prompt_positions_score_averages_only_over_the_prompt_tokens(sae, activations):
+    concepts = _concepts(sae, activations)
+    mask = torch.zeros(7, 10, dtype=torch.bool)
+    for b, length in enumerate([10, 3, 5, 2, 8, 6, 4]):  # BOS + tokens + EOS, then padding
+        mask[b, :length] = True
+    per_position = torch.stack([
+        reference_erasure(sae, activations[:, t:t + 2], concepts)[1] for t in range(9)  # BOS + one position each
+    ], dim=-1)  # [B, C, positions 1..9]: the paper's score of a single position
+    expected = (per_position * mask[:, None, 1:]).sum(-1) / mask[:, 1:].sum(-1, keepdim=True)
+    scores = Deactivator(sae, concepts, score_positions="prompt").scores(activations, mask)
+    torch.testing.assert_close(scores, expected, rtol=1e-5, atol=1e-6)
+    # the paper's mode ignores the mask; the prompt mode needs it
+    all_positions = Deactivator(sae, concepts)
+    torch.testing.assert_close(all_positions.scores(activations, mask), all_positions.scores(activations))
+    with pytest.raises(ItdError, match="prompt_mask"):
+        Deactivator(sae, concepts, score_positions="prompt").scores(activations)
+    with pytest.raises(ItdError, match="score_positions"):
+        Deactivator(sae, concepts, score_positions="tokens")

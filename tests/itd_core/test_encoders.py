@@ -36,6 +36,9 @@ def test_tokenization_matches_the_pipeline_and_marks_special_tokens(adapter):
     assert batch.tokens[0][1:6] == ["a</w>", "photo</w>", "of</w>", "a</w>", "cat</w>"]
     assert batch.content_lengths()[1] > 3
     assert batch.truncated == [False, False]
+    # the prompt's own tokens: BOS..EOS, not the EOS padding CLIP adds after them
+    assert batch.prompt_mask[0, :7].all() and not batch.prompt_mask[0, 7:].any()
+    assert torch.equal(batch.prompt_mask, batch.attention_mask.bool())
 
 
 def test_long_prompts_are_truncated_and_reported(adapter):
@@ -71,6 +74,7 @@ def test_bert_family_encoder_with_attention_mask():
     assert bert.family == "bert" and bert.uses_attention_mask and bert.d_model == 384
     batch = bert.tokenize(["a red circle in the style of Varo Quennel"])
     assert batch.tokens[0][0] == "[CLS]" and batch.special_mask[0, 0]
+    assert torch.equal(batch.prompt_mask, batch.attention_mask.bool()), "[CLS]..[SEP], not the [PAD] after"
     assert bert.capture(batch).shape == (1, bert.max_length, 384)
 
 

@@ -30,7 +30,9 @@ def test_round_trip_and_atomic_save(tmp_path, sae):
     assert loaded.concepts[0].features[1].strength == -4
     assert [p.name for p in tmp_path.iterdir()] == ["erasure.json"], "no temp file left behind"
     deactivator = loaded.deactivator(sae)
-    assert deactivator.concepts[0].feature_ids == (3, 9)
+    assert deactivator.concepts[0].feature_ids == (3, 9) and deactivator.score_positions == "all"
+    prompt_mode = _config(sae).model_copy(update={"score_positions": "prompt"})
+    assert ErasureConfig.load(prompt_mode.save(tmp_path / "prompt.json")).deactivator(sae).score_positions == "prompt"
 
 
 def _write(tmp_path, data):
@@ -49,6 +51,7 @@ def _write(tmp_path, data):
         (lambda d: d["concepts"][0]["features"][0].update(id=-1), r"concepts\.0\.features\.0\.id"),
         (lambda d: d["concepts"][0].update(colour="red"), r"unknown key 'concepts\.0\.colour'"),
         (lambda d: d["sae"].update(sha256="xyz"), r"sae\.sha256"),
+        (lambda d: d.update(score_positions="tokens"), r"score_positions: Input should be 'all' or 'prompt'"),
     ],
 )
 def test_bad_configs_name_the_bad_field(tmp_path, sae, mutate, message):

@@ -66,6 +66,21 @@ def test_context_manager_and_prompt_embeds_path(tiny_bundle, config):
     assert not torch.equal(embeds, plain)
 
 
+def test_prompt_positions_mode_scores_in_the_pipeline_as_in_calibration(tiny_bundle, config, non_targets):
+    prompt_mode = config.model_copy(update={"score_positions": "prompt"}, deep=True)
+    prompts = [TARGET[0], non_targets[0]]
+    expected = prompt_mode.deactivator(tiny_bundle.sae).score_prompts(tiny_bundle.adapter, prompts)[:, 0]
+    paper = config.deactivator(tiny_bundle.sae).score_prompts(tiny_bundle.adapter, prompts)[:, 0]
+    assert not torch.allclose(expected, paper), "the padding after EOS no longer counts"
+    prompt_mode.concepts[0].threshold = float(expected.min())  # both trigger: both are edited
+    pipe = tiny_bundle.pipeline
+    with erasure(pipe, prompt_mode, tiny_bundle.sae) as hook:
+        pipe.encode_prompt(prompts, "cpu", 1, False)
+    torch.testing.assert_close(torch.tensor(hook.calls[-1].scores)[:, 0], expected)
+    assert hook.calls[-1].edited == [True, True]
+    assert prompt_mode.content_hash() != config.content_hash()
+
+
 def test_side_by_side_uses_the_same_latents_and_caches(tiny_bundle, config, non_targets, tmp_path):
     cache = GenerationCache(tmp_path)
     args = (tiny_bundle.pipeline, config, tiny_bundle.sae, [TARGET[0], non_targets[1]], [7, 8], SETTINGS)
