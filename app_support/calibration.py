@@ -26,9 +26,9 @@ from itd_core.sae import TopKSAE
 
 
 def features_hash(config: ErasureConfig) -> str:
-    """Identity of what the scores depend on (SAE, layer, concepts' features and strengths), not thresholds."""
+    """Identity of what the scores depend on (SAE, layer, score positions, concepts' features and strengths), not thresholds."""
     essence = {
-        "sae": config.sae.sha256, "layer": config.model.layer,
+        "sae": config.sae.sha256, "layer": config.model.layer, "score_positions": config.score_positions,
         "concepts": [[c.name, [(f.id, f.strength) for f in c.features]] for c in config.concepts],
     }
     return hashlib.sha256(json.dumps(essence, sort_keys=True).encode()).hexdigest()[:16]
@@ -47,8 +47,7 @@ def score_prompts(adapter: TextEncoderAdapter, deactivator: Deactivator, prompts
     prompts = [p for p in prompts if p.strip()]
     if not prompts:
         return np.zeros((0, len(deactivator.concepts)))
-    rows = [deactivator.scores(activations).cpu().double().numpy() for _, activations in adapter.iter_capture(prompts, batch_size)]
-    return np.concatenate(rows)
+    return deactivator.score_prompts(adapter, prompts, batch_size).double().numpy()
 
 
 @dataclass
@@ -133,7 +132,7 @@ def classify(adapter: TextEncoderAdapter, sae: TopKSAE, config: ErasureConfig, p
         raise ItdError("type a prompt to classify")
     deactivator = scoring_deactivator(config, sae)
     batch = adapter.tokenize([prompt])
-    scores = deactivator.scores(adapter.capture(batch))[0].tolist()
+    scores = deactivator.scores(adapter.capture(batch), batch.prompt_mask)[0].tolist()
     rows = []
     for concept, score in zip(config.concepts, scores):
         triggers = None if concept.threshold is None else bool(score >= concept.threshold)

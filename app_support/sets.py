@@ -278,6 +278,18 @@ def set_threshold(config: ErasureConfig, concept: str, threshold: float | None, 
     return config
 
 
+def set_score_positions(config: ErasureConfig, score_positions: str) -> ErasureConfig:
+    """Switch what the classifier score averages over ("all" or "prompt"); every concept's threshold
+    is cleared, since thresholds calibrated under one mode do not carry over."""
+    if score_positions not in ("all", "prompt"):
+        raise ItdError(f"score positions must be 'all' or 'prompt', not {score_positions!r}")
+    if score_positions != config.score_positions:
+        config.score_positions = score_positions
+        for entry in config.concepts:
+            _uncalibrate(entry)
+    return config
+
+
 def apply_feature_rows(config: ErasureConfig, concept: str, rows: Sequence[Mapping]) -> ErasureConfig:
     """Apply an edited feature table (rows with ``id``, ``strength``, ``label`` and optional ``remove``):
     removed rows and rows missing from ``rows`` are dropped, strengths and labels updated."""

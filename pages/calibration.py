@@ -13,6 +13,7 @@ from pages import common
 common.frame()
 K_SCORES = "itd.calib.scores"
 RULES = {"paper": "Paper: 0.99 x lowest target score", "fpr": "False-positive rate on the retain set", "manual": "By hand"}
+POSITIONS = {"all": "every padded position (the paper's)", "prompt": "the prompt's own tokens"}
 
 st.title("Classifier calibration")
 st.caption("ItD edits a prompt only when its score for a concept (the error of the concept-deactivated SAE reconstruction) "
@@ -24,6 +25,15 @@ set_name, config = common.current_set(loaded)
 if not config.concepts:
     st.info(f"Set {set_name!r} has no concepts yet: add features on the Concept search page first.")
     st.stop()
+
+positions = st.radio("Score averaged over", list(POSITIONS), index=list(POSITIONS).index(config.score_positions),
+                     format_func=POSITIONS.get, horizontal=True, key=f"w.calib.positions.{set_name}.{config.score_positions}",
+                     help="The paper averages the score over every padded position, so padding dilutes a concept token by "
+                          "however long the prompt is. Averaging over the prompt's own tokens (BOS excluded, EOS included) "
+                          "catches more paraphrases of a concept. Switching clears the set's thresholds: recalibrate.")
+if positions != config.score_positions:
+    common.change_set(loaded, lambda c: set_ops.set_score_positions(c, positions),
+                      f"scores now averaged over {POSITIONS[positions]}: thresholds cleared, recalibrate each concept (set {set_name!r}, saved)")
 
 names = [c.name for c in config.concepts]
 concept_name = common.keep("itd.calib.concept", st.selectbox("Concept", names, key=common.remember("itd.calib.concept", names[0], names)) )

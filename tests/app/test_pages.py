@@ -248,6 +248,11 @@ def test_calibration_saves_a_threshold_and_the_live_box_classifies(app, app_env)
     assert set_file(app_env).concept("Tom Cruise").threshold == 1e9
     app.text_input(key="w.itd.calib.live").input("A portrait of Tom Cruise").run()
     assert any("untouched" in s.value for s in app.success)
+    # another score: the saved thresholds are cleared, the set says so
+    app.radio(key="w.calib.positions.default.all").set_value("prompt").run()
+    assert not problems(app)
+    stored = set_file(app_env)
+    assert stored.score_positions == "prompt" and stored.concept("Tom Cruise").threshold is None
 
 
 def test_calibration_without_concepts(app):

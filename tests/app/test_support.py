@@ -289,6 +289,12 @@ def test_scores_thresholds_and_the_live_box(tiny_bundle):
     with pytest.raises(ItdError, match="type a prompt"):
         calibration.classify(tiny_bundle.adapter, tiny_bundle.sae, config, " ")
     assert calibration.features_hash(config) == calibration.features_hash(set_ops.set_threshold(config, "cruise", 1.0))
+    before = calibration.features_hash(config)
+    switched = set_ops.set_score_positions(config, "prompt")
+    assert switched.score_positions == "prompt" and calibration.features_hash(switched) != before
+    assert switched.concept("cruise").threshold is None, "thresholds do not carry over to another score"
+    with pytest.raises(ItdError, match="'all' or 'prompt'"):
+        set_ops.set_score_positions(config, "tokens")
     assert calibration.histogram_frame(scores)["group"].count("target") == 3
 
 
