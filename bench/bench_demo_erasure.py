@@ -1,5 +1,6 @@
 """The ShapesWorld erasure benchmark (see shapesworld/erasure_benchmark.py): single identities,
-five at once and all identities at once; no erasure vs keyword blacklist vs SAE steering vs ItD.
+five at once and all identities at once; no erasure vs keyword blacklist vs SAE steering vs ItD, and
+ItD with the score averaged over the prompt's own tokens (``itd-prompt``; ``--no-prompt-score`` skips it).
 
     python bench/bench_demo_erasure.py                    # ~15-30 min on 2 CPU cores
     python bench/bench_demo_erasure.py --single 2 --seeds 0   # quicker
@@ -30,22 +31,25 @@ def main() -> None:
     parser.add_argument("--strength", type=float, default=-8.0, help="deactivation strength of the selected features (paper: -8)")
     parser.add_argument("--top-n", type=int, default=128, help="top-N features per prompt in the ItD selection")
     parser.add_argument("--skip-groups", action="store_true", help="only the single-identity scenarios")
+    parser.add_argument("--no-prompt-score", action="store_true", help="skip the itd-prompt method (a fifth of the time)")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON")
     args = parser.parse_args()
     bundle = load_bundle("demo")
     scenarios = [(f"single identity: {name}", [name]) for name in world.IDENTITIES[: args.single]]
     if not args.skip_groups:
         scenarios += [("five identities at once", world.IDENTITIES[:5]), (f"all {len(world.IDENTITIES)} identities at once", world.IDENTITIES)]
+    methods = erasure_benchmark.METHODS + (() if args.no_prompt_score else (erasure_benchmark.PROMPT_SCORE_METHOD,))
     report = []
     for title, erased in scenarios:
         started = time.perf_counter()
         config = erasure_benchmark.build_config(bundle, erased, top_n=args.top_n, strength=args.strength)
-        outcome = erasure_benchmark.run(bundle, erased, seeds=args.seeds, target_seeds=args.target_seeds, n_objects=args.objects, guidance=args.guidance, config=config,
+        outcome = erasure_benchmark.run(bundle, erased, seeds=args.seeds, target_seeds=args.target_seeds, n_objects=args.objects, guidance=args.guidance, config=config, methods=methods,
                                         progress=lambda message: print(f"  {message}", file=sys.stderr))
         print(erasure_benchmark.markdown_table(title, outcome) + f"\n\n({time.perf_counter() - started:.0f} s)\n", flush=True)
         report.append({"scenario": title, "erased": outcome["erased"], "strength": args.strength, "top_n": args.top_n,
                        "n_by_group": outcome["n_by_group"], "results": [vars(r) for r in outcome["results"]],
-                       "calibration": [c.calibration.model_dump() for c in outcome["config"].concepts]})
+                       "calibration": {method: [c.calibration.model_dump() for c in variant.concepts]
+                                       for method, variant in outcome["configs"].items() if method != "steering"}})
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
 

@@ -2,9 +2,11 @@
 
 For a set of erased identities, images are generated over fixed seeds for: the erased identities'
 prompts (targets), the other identities' prompts, plain object prompts, and simple adversarial
-prompts (paraphrases and misspellings of the erased names). Four methods run on the same seeds and
+prompts (paraphrases and misspellings of the erased names). The methods run on the same seeds and
 initial latents: no erasure, a keyword blacklist (the names are removed from the prompt), SAE
-deactivation on every prompt without the classifier (steering), and ItD. The detector judges:
+deactivation on every prompt without the classifier (steering), ItD as the config says, and
+optionally ``itd-prompt``: the same features with the classifier score averaged over the prompt's own
+tokens (``score_positions="prompt"``), recalibrated by the same rule. The detector judges:
 
 * Acc_e: share of target images in which the detector still finds the erased identity (lower is better);
 * Acc_r: share of retained-identity images with the right identity (higher is better); when every
@@ -27,6 +29,7 @@ from dataclasses import dataclass, field
 from shapesworld import world
 
 METHODS = ("none", "blacklist", "steering", "itd")
+PROMPT_SCORE_METHOD = "itd-prompt"
 SEEDS = (0, 1)  # retained identities and objects
 TARGET_SEEDS = tuple(range(6))  # the erased names' five prompts: 30 images per identity resolve Acc_e to ~3%
 
@@ -109,22 +112,30 @@ def build_config(bundle, erased: Sequence[str], *, top_n: int = 128, strength: f
     other identities' prompts, artist prompts, object prompts and portraits of people outside the world
     (without them, erasing every identity would also select the templates' own features, "a portrait
     of ..."); thresholds by the paper's rule."""
-    from itd_core.calibration import paper_threshold, rates
     from itd_core.concept import PromptProfile, select_concept
-    from itd_core.erasure_config import CalibrationInfo, ConceptEntry, FeatureEntry
+    from itd_core.erasure_config import ConceptEntry, FeatureEntry
 
-    sets = world.erasure_prompts(n_retain=200, seed=777)  # a retain stream apart from the test prompts
-    retain = [p for name, prompts in sets["identity"].items() if name not in erased for p in prompts]
-    retain += [p for prompts in sets["artist"].values() for p in prompts] + [r["prompt"] for r in sets["retain"]] + sets["outside_people"]
+    sets = _calibration_sets()
+    retain = _retain_prompts(sets, erased)
     profile = PromptProfile.build(bundle.adapter, bundle.sae, retain, top_n)
     config = bundle.new_erasure_config()
     for name in erased:
         selection = select_concept(bundle.adapter, bundle.sae, name, sets["identity"][name], profile, top_n=top_n)
         config.upsert(ConceptEntry(name=name, prompts=selection.prompts,
                                    features=[FeatureEntry(id=f, strength=strength) for f in selection.feature_ids]))
+    return calibrate(bundle, config, erased)
+
+
+def calibrate(bundle, config, erased: Sequence[str]):
+    """Thresholds by the paper's rule (0.99 x the lowest target score), under ``config.score_positions``."""
+    from itd_core.calibration import paper_threshold, rates
+    from itd_core.erasure_config import CalibrationInfo
+
+    sets = _calibration_sets()
+    retain = _retain_prompts(sets, erased)
     deactivator = config.deactivator(bundle.sae)
-    target_scores = {name: deactivator.scores(bundle.adapter.capture(sets["identity"][name])) for name in erased}
-    retain_scores = deactivator.scores(bundle.adapter.capture(retain))
+    target_scores = {name: deactivator.score_prompts(bundle.adapter, sets["identity"][name]) for name in erased}
+    retain_scores = deactivator.score_prompts(bundle.adapter, retain)
     for index, name in enumerate(erased):
         concept = config.concept(name)
         scores = target_scores[name][:, index].tolist()
@@ -133,6 +144,15 @@ def build_config(bundle, erased: Sequence[str], *, top_n: int = 128, strength: f
         concept.calibration = CalibrationInfo(rule="paper", sets=["identity templates", "retain: other identities, artists, objects, outside people"],
                                               tpr=measured.tpr, fpr=measured.fpr, n_target=measured.n_target, n_retain=measured.n_retain)
     return config
+
+
+def _calibration_sets() -> dict:
+    return world.erasure_prompts(n_retain=200, seed=777)  # a retain stream apart from the test prompts
+
+
+def _retain_prompts(sets: dict, erased: Sequence[str]) -> list[str]:
+    retain = [p for name, prompts in sets["identity"].items() if name not in erased for p in prompts]
+    return retain + [p for prompts in sets["artist"].values() for p in prompts] + [r["prompt"] for r in sets["retain"]] + sets["outside_people"]
 
 
 def run(bundle, erased: Sequence[str], *, seeds: Sequence[int] = SEEDS, target_seeds: Sequence[int] = TARGET_SEEDS, methods: Sequence[str] = METHODS,
@@ -148,6 +168,9 @@ def run(bundle, erased: Sequence[str], *, seeds: Sequence[int] = SEEDS, target_s
     from itd_core.pipeline import GenerationSettings, apply_erasure, generate_images, remove_erasure
 
     config = config or build_config(bundle, erased)
+    configs = {"steering": config, "itd": config}
+    if PROMPT_SCORE_METHOD in methods:
+        configs[PROMPT_SCORE_METHOD] = calibrate(bundle, config.model_copy(update={"score_positions": "prompt"}, deep=True), erased)
     items = prompt_items(erased, n_objects=n_objects, n_retained=n_retained)
     seeds, target_seeds = list(seeds), list(target_seeds)
     jobs = [(item, slot) for item in items for slot in (target_seeds if item.group in ("target", "adversarial") else seeds)]
@@ -159,7 +182,7 @@ def run(bundle, erased: Sequence[str], *, seeds: Sequence[int] = SEEDS, target_s
         if progress:
             progress(f"{method}: {len(jobs)} images")
         remove_erasure(pipe)
-        hook = apply_erasure(pipe, config, bundle.sae, gate=(method == "itd")) if method in ("steering", "itd") else None
+        hook = apply_erasure(pipe, configs[method], bundle.sae, gate=(method != "steering")) if method in configs else None
         outputs, flags = [], []
         try:
             for start in range(0, len(jobs), batch):
@@ -175,7 +198,7 @@ def run(bundle, erased: Sequence[str], *, seeds: Sequence[int] = SEEDS, target_s
         images[method], edited[method] = outputs, flags
     detections = {method: detect([image for image in images[method]]) for method in methods}
     results = [_judge(method, jobs, detections[method], images, edited[method]) for method in methods]
-    return {"erased": list(erased), "seeds": seeds, "target_seeds": target_seeds, "n_images_per_method": len(jobs), "config": config,
+    return {"erased": list(erased), "seeds": seeds, "target_seeds": target_seeds, "n_images_per_method": len(jobs), "configs": configs,
             "results": results, "n_by_group": {group: sum(item.group == group for item, _ in jobs) for group in ("target", "retained", "object", "adversarial")}}
 
 

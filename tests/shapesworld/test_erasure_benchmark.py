@@ -25,16 +25,21 @@ def test_benchmark_runs_on_a_tiny_subset():
 
     bundle = load_bundle("demo")
     erased = [world.IDENTITIES[0]]
-    outcome = erasure_benchmark.run(bundle, erased, seeds=[0], target_seeds=[0], n_objects=4, n_retained=1, steps=2, batch=32)
+    methods = erasure_benchmark.METHODS + (erasure_benchmark.PROMPT_SCORE_METHOD,)
+    outcome = erasure_benchmark.run(bundle, erased, seeds=[0], target_seeds=[0], n_objects=4, n_retained=1, steps=2, batch=32, methods=methods)
     results = {r.method: r for r in outcome["results"]}
-    assert set(results) == set(erasure_benchmark.METHODS)
+    assert set(results) == set(methods)
     assert results["none"].identical == 1.0
-    assert results["itd"].identical == 1.0, "ItD leaves every non-target image bit-identical"
-    assert results["itd"].edited_share["target"] == 1.0 and results["itd"].edited_share["object"] == 0.0
+    for itd in ("itd", erasure_benchmark.PROMPT_SCORE_METHOD):
+        assert results[itd].identical == 1.0, "ItD leaves every non-target image bit-identical"
+        assert results[itd].edited_share["target"] == 1.0 and results[itd].edited_share["object"] == 0.0
+    prompt_config = outcome["configs"][erasure_benchmark.PROMPT_SCORE_METHOD]
+    assert prompt_config.score_positions == "prompt" and outcome["configs"]["itd"].score_positions == "all"
+    assert prompt_config.concepts[0].threshold != outcome["configs"]["itd"].concepts[0].threshold, "recalibrated"
     assert results["steering"].edited_share["object"] == 1.0
     assert results["blacklist"].identical == 1.0
     table = erasure_benchmark.markdown_table("tiny", outcome)
-    assert table.count("\n| ") == 5
+    assert table.count("\n| ") == 6
 
 
 def test_itd_eval_images_judges_a_saved_config(tmp_path, capsys):
