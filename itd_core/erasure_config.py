@@ -155,7 +155,7 @@ class ErasureConfig(_Strict):
         return self.model_dump_json(indent=2) + "\n"
 
     def content_hash(self) -> str:
-        """Hash of what changes generations (model, layer, SAE, features, thresholds), not of metadata."""
+        """Hash of what changes generations (model, layer, SAE, score positions, features, thresholds), not of metadata."""
         essence = {
             "model": self.model.model_dump(), "sae": self.sae.sha256, "score_positions": self.score_positions,
             "concepts": [{"features": [(f.id, f.strength) for f in c.features], "threshold": c.threshold} for c in self.concepts],
