@@ -97,7 +97,7 @@ def check_assets(folder: Path = PIPELINE_DIR) -> None:
 
 def load_pipeline(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
                   folder: Path | str = PIPELINE_DIR, text_encoder=None, tokenizer=None):
-    """A ready ``StableDiffusionPipeline`` for ShapesWorld (64x64 images, 20-step DDIM).
+    """A ready ``StableDiffusionPipeline`` for ShapesWorld (64x64 images, 20-step DPM++ 2M).
 
     ``text_encoder``/``tokenizer``: reuse already-loaded ones (an ItD bundle passes its own, so that
     erasure hooks on the bundle's layer act inside the pipeline).
