@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from itd_core.atomic import atomic_write_text
-from itd_core.deactivation import PAPER_STRENGTH
+from itd_core.deactivation import PAPER_STRENGTH, SCORE_POSITIONS
 from itd_core.erasure_config import CalibrationInfo, ConceptEntry, ErasureConfig, FeatureEntry
 from itd_core.errors import ItdError
 
@@ -281,7 +281,7 @@ def set_threshold(config: ErasureConfig, concept: str, threshold: float | None, 
 def set_score_positions(config: ErasureConfig, score_positions: str) -> ErasureConfig:
     """Switch what the classifier score averages over ("all" or "prompt"); every concept's threshold
     is cleared, since thresholds calibrated under one mode do not carry over."""
-    if score_positions not in ("all", "prompt"):
+    if score_positions not in SCORE_POSITIONS:
         raise ItdError(f"score positions must be 'all' or 'prompt', not {score_positions!r}")
     if score_positions != config.score_positions:
         config.score_positions = score_positions

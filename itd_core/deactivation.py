@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, get_args
 
 import torch
 
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
 PAPER_STRENGTH = -8.0
 ScorePositions = Literal["all", "prompt"]
+SCORE_POSITIONS: tuple[str, ...] = get_args(ScorePositions)
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,7 @@ class Deactivator:
     def __init__(self, sae: TopKSAE, concepts: Sequence[ConceptFeatures], score_positions: ScorePositions = "all"):
         if not concepts:
             raise ItdError("no concepts to deactivate")
-        if score_positions not in ("all", "prompt"):
+        if score_positions not in SCORE_POSITIONS:
             raise ItdError(f"score_positions must be 'all' or 'prompt', not {score_positions!r}")
         self.sae = sae
         self.concepts = list(concepts)

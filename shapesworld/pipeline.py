@@ -62,6 +62,7 @@ def sampling_scheduler():
 def write_static_components(folder: Path = PIPELINE_DIR) -> None:
     """Write ``model_index.json``, ``scheduler/``, ``tokenizer/`` and the config-only ``text_encoder/``."""
     folder.mkdir(parents=True, exist_ok=True)
+    scheduler = sampling_scheduler()
     index = {
         "_class_name": "StableDiffusionPipeline",
         "_diffusers_version": "0.42.1",
@@ -69,14 +70,14 @@ def write_static_components(folder: Path = PIPELINE_DIR) -> None:
         "image_encoder": [None, None],
         "requires_safety_checker": False,
         "safety_checker": [None, None],
-        "scheduler": ["diffusers", type(sampling_scheduler()).__name__],
+        "scheduler": ["diffusers", type(scheduler).__name__],
         "text_encoder": ["transformers", "BertModel"],
         "tokenizer": ["transformers", "BertTokenizer"],
         "unet": ["diffusers", "UNet2DConditionModel"],
         "vae": ["diffusers", "AutoencoderKL"],
     }
     (folder / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
-    sampling_scheduler().save_pretrained(str(folder / "scheduler"))
+    scheduler.save_pretrained(str(folder / "scheduler"))
     te.load_tokenizer().save_pretrained(str(folder / "tokenizer"))
     enc_dir = folder / "text_encoder"
     enc_dir.mkdir(exist_ok=True)
