@@ -142,27 +142,29 @@ class Deactivator:
         deltas.index_add_(1, inverse, coefficients.unsqueeze(-1) * hits.rows.unsqueeze(0))
         return deltas, unique_tokens
 
-    def _position_weights(self, prompt_mask: torch.Tensor | None, shape) -> torch.Tensor:
-        """Which positions ``t >= 1`` the score averages over. shape: ``[B*P]`` float32"""
+    def _position_weights(self, prompt_mask: torch.Tensor | None, shape) -> torch.Tensor | None:
+        """Which positions ``t >= 1`` the score averages over: ``[B*P]`` float32, or None for all of them."""
         batch, positions, _ = shape
         if self.score_positions == "all":
-            return torch.ones(batch * positions, dtype=torch.float32, device=self.sae.W_dec.device)
+            return None  # the paper's mean: no weighting on the hot path
         if prompt_mask is None:
             raise ItdError("score_positions='prompt' needs the prompts' token mask (prompt_mask)")
         if tuple(prompt_mask.shape) != (batch, positions + 1):
             raise ItdError(f"prompt_mask of shape {tuple(prompt_mask.shape)} does not fit activations with {batch} prompts x {positions + 1} tokens")
         return prompt_mask[:, 1:].to(device=self.sae.W_dec.device, dtype=torch.float32).reshape(-1)
 
-    def _scores(self, error: torch.Tensor, hits: _Hits, shape, weights: torch.Tensor) -> torch.Tensor:
+    def _scores(self, error: torch.Tensor, hits: _Hits, shape, weights: torch.Tensor | None) -> torch.Tensor:
         batch, positions, d = shape
         squared = error.square().sum(-1)  # [B*P]
-        base = (squared * weights).reshape(batch, positions).sum(-1)  # [B]
+        base = (squared if weights is None else squared * weights).reshape(batch, positions).sum(-1)  # [B]
         totals = base.unsqueeze(0).repeat(len(self.concepts), 1)  # [C, B]
         if len(hits.token):
             coefficients = (self._strength[:, hits.union_slot] - 1.0) * hits.value  # [C, H]
             deltas, tokens = self._concept_deltas(hits, coefficients, batch * positions)
             changed = (error[tokens].unsqueeze(0) + deltas).square().sum(-1) - squared[tokens].unsqueeze(0)  # [C, U]
-            totals.index_add_(1, tokens // positions, changed * weights[tokens])
+            totals.index_add_(1, tokens // positions, changed if weights is None else changed * weights[tokens])
+        if weights is None:
+            return (totals / (positions * d)).T.contiguous()  # [B, C]
         counted = weights.reshape(batch, positions).sum(-1).clamp_min(1.0)  # [B]
         return (totals / (counted * d)).T.contiguous()  # [B, C]
 
