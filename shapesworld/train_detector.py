@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from . import detector as D
 from . import world
-from .train_utils import Logger, param_count, resume, save_checkpoint, setup, warmup_cosine
+from .train_utils import Logger, optional_path, param_count, resume, save_checkpoint, setup, warmup_cosine
 
 
 def make_dataset(n: int, seed: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -72,7 +72,7 @@ def evaluate(model: D.Detector, images: torch.Tensor, targets: dict[str, torch.T
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run-dir", type=Path, default=Path("runs/detector"))
-    ap.add_argument("--out", type=Path, default=D.ASSET_DIR, help="where the fp16 weights go ('' to skip)")
+    ap.add_argument("--out", type=optional_path, default=D.ASSET_DIR, help="where the fp16 weights go ('' to skip)")
     ap.add_argument("--n-train", type=int, default=30000)
     ap.add_argument("--n-val", type=int, default=3000)
     ap.add_argument("--steps", type=int, default=3000)
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> dict:
     log(step=step, **{f"val_acc_{k}": v for k, v in acc.items()})
     metrics = {"val_accuracy_clean": acc, "n_val": args.n_val, "n_train": args.n_train, "steps": args.steps,
                "params": param_count(model)}
-    if str(args.out):
+    if args.out is not None:
         D.save(model, args.out, metrics)
         print(f"wrote {args.out}", flush=True)
     return metrics

@@ -36,7 +36,8 @@ from tqdm import tqdm
 from . import text_encoder as te
 from . import world
 from .pipeline import PIPELINE_DIR
-from .train_utils import checkpoint_or_stop, EMA, Logger, adapt_threads, lr_factor, optimizer_step, param_count, resume, save_checkpoint, setup
+from .train_utils import (adapt_threads, checkpoint_or_stop, EMA, Logger, lr_factor, optimizer_step, optional_path,
+                          param_count, resume, save_checkpoint, setup)
 
 
 def build_unet(channels: tuple[int, ...] = (32, 64, 64), head_dim: int = 8, groups: int = 32):
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run-dir", type=Path, default=Path("runs/unet"))
     ap.add_argument("--vae", type=Path, default=PIPELINE_DIR / "vae", help="trained VAE folder (frozen)")
-    ap.add_argument("--out", type=Path, default=PIPELINE_DIR, help="pipeline folder to write unet/ into ('' to skip)")
+    ap.add_argument("--out", type=optional_path, default=PIPELINE_DIR, help="pipeline folder to write unet/ into ('' to skip)")
     ap.add_argument("--channels", type=int, nargs="+", default=[32, 64, 64])
     ap.add_argument("--head-dim", type=int, default=16)
     ap.add_argument("--groups", type=int, default=32)
@@ -195,7 +196,7 @@ def main(argv: list[str] | None = None) -> dict:
                "final_loss_mean_last_200": float(np.mean(losses[-200:])) if losses else None,
                "train_minutes": round((train_seconds + time.time() - t_loop) / 60, 1)}
     (args.run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
-    if str(args.out):
+    if args.out is not None:
         export(ema.model, args.out, metrics)
         print(f"wrote {args.out / 'unet'}", flush=True)
     return metrics

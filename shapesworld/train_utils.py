@@ -36,6 +36,11 @@ def adapt_threads(max_threads: int, current: int) -> int:
     return n
 
 
+def optional_path(text: str) -> Path | None:
+    """argparse type for ``--out``: an empty string means "do not write" (``Path("")`` would be the cwd)."""
+    return Path(text) if text else None
+
+
 def save_checkpoint(path: Path, **state) -> None:
     """Atomic save (write + rename), so an interruption never leaves a half-written checkpoint."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -37,7 +37,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import world
-from .train_utils import checkpoint_or_stop, Logger, lr_factor, optimizer_step, param_count, resume, save_checkpoint, setup
+from .train_utils import (checkpoint_or_stop, Logger, lr_factor, optimizer_step, optional_path, param_count, resume,
+                          save_checkpoint, setup)
 
 DEFAULT_OUT = Path(__file__).parent / "assets" / "pipeline" / "vae"
 
@@ -102,7 +103,7 @@ def export(vae, out: Path, scaling_factor: float) -> None:
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run-dir", type=Path, default=Path("runs/vae"))
-    ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="diffusers folder for the fp16 VAE ('' to skip)")
+    ap.add_argument("--out", type=optional_path, default=DEFAULT_OUT, help="diffusers folder for the fp16 VAE ('' to skip)")
     ap.add_argument("--channels", type=int, nargs="+", default=[32, 64, 64])
     ap.add_argument("--groups", type=int, default=16, help="GroupNorm groups (must divide every channel count)")
     ap.add_argument("--n-train", type=int, default=20000)
@@ -167,7 +168,7 @@ def main(argv: list[str] | None = None) -> dict:
     metrics["scaling_factor"] = scale
     log(step=step, **{k: v for k, v in metrics.items() if isinstance(v, float)})
     (args.run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
-    if str(args.out):
+    if args.out is not None:
         export(vae, args.out, scale)
         (args.out / "training_metrics.json").write_text(json.dumps(metrics, indent=1))
         print(f"wrote {args.out}", flush=True)

@@ -71,7 +71,7 @@ def _stored_fp16(folder: Path) -> bool:
     return all(v.dtype == torch.float16 for v in sd.values() if v.is_floating_point())
 
 
-def test_micro_detector_training_resumes(tmp_path, capsys):
+def test_micro_detector_training_resumes(tmp_path, capsys, monkeypatch):
     from shapesworld import train_detector
 
     args = ["--run-dir", str(tmp_path / "run"), "--out", str(tmp_path / "det"), "--n-train", "48", "--n-val", "16",
@@ -84,6 +84,11 @@ def test_micro_detector_training_resumes(tmp_path, capsys):
     model = D.load(tmp_path / "det")
     out = D.detect(world.generate(3, seed=0)[0].image, model=model)
     assert set(out[0]) >= {"shape", "colour", "artist", "identity", "unsafe", "shape_conf"}
+    # --out '' measures without writing weights anywhere (not into the working directory)
+    monkeypatch.chdir(tmp_path)
+    no_out = [a if a != str(tmp_path / "det") else "" for a in args]
+    assert "val_accuracy_clean" in train_detector.main(no_out + ["--steps", "3"])
+    assert not (tmp_path / D.WEIGHTS_NAME).exists() and "wrote" not in capsys.readouterr().out
 
 
 def test_micro_vae_and_unet_training_resume(tmp_path, capsys):
