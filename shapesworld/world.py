@@ -27,6 +27,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+# Bump when a seeded stream's images or captions change, so caches built from the world (the
+# UNet's latent cache) are rebuilt. 2: pixel blocks and halftone dots went from 4 px to 8 px.
+WORLD_VERSION = 2
 SIZE = 64  # output side in pixels
 _SS = 2  # supersampling factor for anti-aliased drawing
 _BIG = SIZE * _SS
@@ -414,7 +417,7 @@ def _render(style: str | None, bg: tuple, layers: list, rng: random.Random) -> n
         for a, c in alphas:
             img = _composite(img, a, c)
         if style == "pixel":
-            blk = 4
+            blk = 8  # two latent pixels per block: 4-px blocks (one latent pixel) did not survive the VAE
             small = img.reshape(SIZE // blk, blk, SIZE // blk, blk, 3).mean(axis=(1, 3))
             img = np.repeat(np.repeat(small, blk, 0), blk, 1)
         elif style == "watercolour":
@@ -451,9 +454,9 @@ def _render(style: str | None, bg: tuple, layers: list, rng: random.Random) -> n
             else:
                 img = _composite(img, a, c)
         return img
-    if style == "dots":  # halftone dots
+    if style == "dots":  # halftone dots, 8-px period (a 4-px period, one dot per latent pixel, did not survive the VAE)
         yy, xx = np.mgrid[0:SIZE, 0:SIZE]
-        dots = ((((xx % 4) - 1.5) ** 2 + ((yy % 4) - 1.5) ** 2) < 2.6).astype(np.float32)[..., None]
+        dots = ((((xx % 8) - 3.5) ** 2 + ((yy % 8) - 3.5) ** 2) < 10.4).astype(np.float32)[..., None]
         for a, c in alphas:
             img = _composite(img, a * dots, c)
         return img

@@ -51,6 +51,18 @@ def test_name_lists_are_large_enough():
     assert sets["unsafe"] and sets["retain"]
 
 
+def test_fine_styles_are_coarse_enough_for_the_vae():
+    """Pixel blocks are 8 px (two latent pixels): 4-px blocks and 4-px dots did not survive the VAE."""
+    samples = world.generate(400, seed=5)
+    pixel = next(s.image for s in samples if s.labels["style"] == "pixel").astype(float)
+    blocks = pixel.reshape(8, 8, 8, 8, 3)
+    within_block = np.abs(blocks - blocks.mean(axis=(1, 3), keepdims=True)).max()
+    assert within_block < 12 < pixel.max() - pixel.min()  # flat blocks up to the sensor noise (sigma 2)
+    dots = next(s.image for s in samples if s.labels["style"] == "dots").astype(float)
+    phase = dots.reshape(8, 8, 8, 8, 3).mean(axis=(0, 2))  # the mean 8x8 cell
+    assert np.abs(phase - np.roll(phase, (4, 4), axis=(0, 1))).max() > 10  # period 8: not periodic in 4 px
+
+
 def test_identity_portrait():
     s = world.render_identity(world.IDENTITIES[3])
     assert s.labels["identity"] == world.IDENTITIES[3] and s.labels["style"] is None
