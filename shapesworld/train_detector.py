@@ -1,8 +1,10 @@
 """Train the ShapesWorld concept detector (see :mod:`shapesworld.detector`).
 
 Data: ``--n-train`` world samples from stream ``--seed`` (all kinds, all artist styles),
-augmented with sensor noise, blur, down/up-sampling (what the VAE's decoder does), small
-shifts and brightness/contrast jitter, so the detector also judges generated images.
+augmented with sensor noise, a light blur, small shifts and brightness/contrast jitter, so the
+detector also judges generated images. No down/up-sampling: it erases the 4-px pixel style, and a
+detector trained with it read pixel-style images as "no style" (pixel recognised on 21% of clean
+images; 79% without it).
 Held-out check: ``--n-val`` clean samples from stream ``--seed + 1000``.
 
 Resumable: a checkpoint is written to ``<run-dir>/ckpt.pt`` every ``--ckpt-every`` steps and
@@ -42,16 +44,14 @@ def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     pad = F.pad(x, (3, 3, 3, 3), mode="replicate")
     off = torch.randint(0, 7, (b, 2), generator=g)
     x = torch.stack([pad[i, :, off[i, 0]:off[i, 0] + 64, off[i, 1]:off[i, 1] + 64] for i in range(b)])
-    r = torch.rand(b, 4, generator=g)
+    r = torch.rand(b, 3, generator=g)
     blur = F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, 1)
     x = torch.where((r[:, 0] < 0.25)[:, None, None, None], blur, x)
-    down = F.interpolate(F.interpolate(x, size=32, mode="bilinear", antialias=True), size=64, mode="bilinear")
-    x = torch.where((r[:, 1] < 0.2)[:, None, None, None], down, x)
     contrast = 1 + (torch.rand(b, 1, 1, 1, generator=g) - 0.5) * 0.3
     bright = (torch.rand(b, 1, 1, 1, generator=g) - 0.5) * 0.16
-    jit = (r[:, 2] < 0.5)[:, None, None, None]
+    jit = (r[:, 1] < 0.5)[:, None, None, None]
     x = torch.where(jit, x * contrast + bright, x)
-    sigma = torch.rand(b, 1, 1, 1, generator=g) * 0.12 * (r[:, 3] < 0.5)[:, None, None, None]
+    sigma = torch.rand(b, 1, 1, 1, generator=g) * 0.12 * (r[:, 2] < 0.5)[:, None, None, None]
     x = x + sigma * torch.randn(x.shape, generator=g)
     return x.clamp(-1, 1)
 
