@@ -67,17 +67,32 @@ def load_vae(folder: Path):
     return AutoencoderKL.from_pretrained(str(folder), dtype=torch.float32).eval().requires_grad_(False)
 
 
+def encoder_key(vae_dir: Path) -> str:
+    """SHA-256 of the VAE's encoder-side tensors (``encoder.*``, ``quant_conv.*``) and its ``scaling_factor``."""
+    from safetensors import safe_open
+
+    digest = hashlib.sha256()
+    digest.update(str(json.loads((vae_dir / "config.json").read_text())["scaling_factor"]).encode())
+    with safe_open(str(vae_dir / "diffusion_pytorch_model.safetensors"), framework="pt") as weights:
+        for name in sorted(k for k in weights.keys() if k.startswith(("encoder.", "quant_conv."))):
+            digest.update(name.encode())
+            digest.update(weights.get_tensor(name).numpy().tobytes())
+    return digest.hexdigest()
+
+
 @torch.no_grad()
 def build_cache(n: int, seed: int, vae_dir: Path, path: Path, bf16: bool = False) -> dict:
     """Encode ``n`` world samples once: fp16 text states ``[n, 24, 384]`` and scaled latents ``[n, 4, 16, 16]``.
 
     Captions repeat (identity templates), so each distinct caption is encoded once. The cache is
-    keyed by the VAE's weights, not its folder, so retraining the VAE in place re-encodes.
+    keyed by what decides the latents -- ``world.WORLD_VERSION``, the encoder's weights and the
+    latent scale, not the VAE's folder -- so retraining the VAE in place or changing the world
+    re-encodes, and fine-tuning only the VAE's decoder does not.
     """
-    vae_key = hashlib.sha256((vae_dir / "diffusion_pytorch_model.safetensors").read_bytes()).hexdigest()
+    vae_key = encoder_key(vae_dir)
     if path.is_file():
         cache = torch.load(path, map_location="cpu", weights_only=True)
-        if cache["n"] == n and cache["seed"] == seed and cache["vae"] == vae_key:
+        if (cache["n"], cache["seed"], cache["vae"], cache.get("world_version")) == (n, seed, vae_key, world.WORLD_VERSION):
             return cache
     t0 = time.time()
     samples = world.generate(n, seed)
@@ -95,13 +110,32 @@ def build_cache(n: int, seed: int, vae_dir: Path, path: Path, bf16: bool = False
     states = te.encode(distinct).half()
     text = states[torch.tensor([row[c] for c in captions])]
     uncond = te.encode([""]).half()[0]
-    cache = {"n": n, "seed": seed, "vae": vae_key, "latents": torch.cat(lat), "text": text, "uncond": uncond,
-             "captions": captions, "labels": [s.labels for s in samples]}
+    cache = {"n": n, "seed": seed, "vae": vae_key, "world_version": world.WORLD_VERSION, "latents": torch.cat(lat),
+             "text": text, "uncond": uncond, "captions": captions, "labels": [s.labels for s in samples]}
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(cache, path)
     print(f"cached {n} latents + text states ({len(distinct)} distinct captions) in {time.time() - t0:.0f}s -> {path}",
           flush=True)
     return cache
+
+
+def style_weight(text: str) -> tuple[str, float]:
+    """argparse type for ``--style-weight STYLE=W``."""
+    style, _, weight = text.partition("=")
+    try:
+        factor = float(weight)
+    except ValueError:
+        factor = 0.0
+    if style not in world.STYLES or factor <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected STYLE=W with STYLE one of {world.STYLES} and a number W > 0")
+    return style, factor
+
+
+def sample_weights(labels: list[dict], factors: dict[str, float]) -> torch.Tensor | None:
+    """Per-sample draw weights: ``factors[style]`` for samples in that artist style, 1 otherwise (``None``: uniform)."""
+    if not factors:
+        return None
+    return torch.tensor([factors.get(lab["style"], 1.0) for lab in labels], dtype=torch.float64)
 
 
 def export(unet, out: Path, metrics: dict | None = None) -> None:
@@ -127,6 +161,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--ema", type=float, default=0.999)
     ap.add_argument("--cfg-drop", type=float, default=0.1)
+    ap.add_argument("--style-weight", type=style_weight, action="append", default=[], metavar="STYLE=W",
+                    help="draw samples of this artist style W times as often (repeatable); for relearning changed styles")
     ap.add_argument("--min-snr", type=float, default=5.0, help="Min-SNR-gamma loss weighting (0 = plain MSE)")
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast (measure first: 1.5x slower than fp32 for the default UNet on this CPU)")
     ap.add_argument("--seed", type=int, default=3)
@@ -141,6 +177,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     cache = build_cache(args.n_train, args.seed, args.vae, args.run_dir / "cache.pt", args.bf16)
     latents, text, uncond = cache["latents"], cache["text"], cache["uncond"]
+    draw_weights = sample_weights(cache["labels"], dict(args.style_weight))
     unet = build_unet(tuple(args.channels), args.head_dim, args.groups)
     ema = EMA(unet, args.ema)
     noise_sched = train_scheduler()
@@ -160,7 +197,10 @@ def main(argv: list[str] | None = None) -> dict:
     losses: list[float] = []
     bar = tqdm(total=args.steps, initial=step, mininterval=10, disable=None)
     while step < args.steps:
-        idx = torch.randint(0, len(latents), (args.batch,), generator=g)
+        if draw_weights is None:
+            idx = torch.randint(0, len(latents), (args.batch,), generator=g)
+        else:
+            idx = torch.multinomial(draw_weights, args.batch, replacement=True, generator=g)
         z0 = latents[idx].float()
         cond = text[idx].float()
         drop = torch.rand(args.batch, generator=g) < args.cfg_drop
@@ -192,7 +232,7 @@ def main(argv: list[str] | None = None) -> dict:
     bar.close()
     checkpoint()
     metrics = {"steps": step, "params": param_count(unet), "channels": args.channels, "batch": args.batch,
-               "lr": args.lr, "ema": args.ema, "cfg_drop": args.cfg_drop, "min_snr": args.min_snr, "bf16": args.bf16, "n_train": args.n_train,
+               "lr": args.lr, "style_weight": dict(args.style_weight), "ema": args.ema, "cfg_drop": args.cfg_drop, "min_snr": args.min_snr, "bf16": args.bf16, "n_train": args.n_train,
                "final_loss_mean_last_200": float(np.mean(losses[-200:])) if losses else None,
                "train_minutes": round((train_seconds + time.time() - t_loop) / 60, 1)}
     (args.run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))

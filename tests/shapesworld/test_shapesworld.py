@@ -122,8 +122,11 @@ def test_micro_vae_and_unet_training_resume(tmp_path, capsys):
                  "--out", str(tmp_path / "pipe"), "--channels", "8", "16", "16", "--groups", "8", "--head-dim", "8",
                  "--n-train", "16", "--batch", "4", "--ckpt-every", "1", "--log-every", "1", "--threads", "1"]
     train_unet.main(unet_args + ["--steps", "2"])
-    train_unet.main(unet_args + ["--steps", "3"])
+    train_unet.main(unet_args + ["--steps", "3", "--style-weight", "pixel=4"])  # resumes with style-weighted draws
     assert "resumed" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        train_unet.main(unet_args + ["--style-weight", "blurry=2"])
+    assert "expected STYLE=W" in capsys.readouterr().err
     assert _ckpt_step(tmp_path / "urun" / "ckpt.pt") == 3
     unet = UNet2DConditionModel.from_pretrained(tmp_path / "pipe" / "unet")
     assert unet.config.cross_attention_dim == 384 and _stored_fp16(tmp_path / "pipe" / "unet")
