@@ -14,6 +14,12 @@ convolutional and runs on 64x64 images unchanged) and small batches. Crops alone
 (20.6 dB): the committed VAE warm-starts on crops, then resumes on whole images (``--crop 64``,
 27.2 dB; see shapesworld/README.md).
 
+Decoder fine-tuning (``--init <diffusers folder> --decoder-only``): the encoder stays frozen,
+so the latent space -- and a UNet trained on it -- is unchanged, and only the decoder learns to
+render better. ``--edge-weight`` adds L1 between the images' horizontal and vertical pixel
+differences: an MSE-trained decoder blurs fine periodic texture (4-px blocks, halftone dots),
+which this term penalises directly. The latent ``scaling_factor`` is kept from ``--init``.
+
 Data: ``--n-train`` world images (stream ``--seed``); PSNR is measured on ``--n-val`` held-out
 images (stream ``--seed + 1000``). After training, the latent scale (1 / std of the latents)
 is stored as the VAE's ``scaling_factor``, as SD does.
@@ -65,12 +71,22 @@ def to_float(x: torch.Tensor) -> torch.Tensor:
     return x.float() / 127.5 - 1.0
 
 
-def vae_loss(x: torch.Tensor, rec: torch.Tensor, posterior, colour_weight: float, kl_weight: float):
+def edge_l1(x: torch.Tensor, rec: torch.Tensor) -> torch.Tensor:
+    """L1 between horizontal and vertical neighbour differences: penalises blurred edges and texture."""
+    dx = (rec.diff(dim=-1) - x.diff(dim=-1)).abs().mean()
+    dy = (rec.diff(dim=-2) - x.diff(dim=-2)).abs().mean()
+    return dx + dy
+
+
+def vae_loss(x: torch.Tensor, rec: torch.Tensor, posterior, colour_weight: float, kl_weight: float,
+             edge_weight: float = 0.0):
     l1 = (rec - x).abs().mean()
     mse = F.mse_loss(rec, x)
     colour = (F.avg_pool2d(rec, 4) - F.avg_pool2d(x, 4)).abs().mean()
     kl = posterior.kl().mean() / x[0].numel()
-    return l1 + mse + colour_weight * colour + kl_weight * kl, {"l1": l1, "mse": mse, "colour": colour, "kl": kl}
+    edge = edge_l1(x, rec)
+    total = l1 + mse + colour_weight * colour + kl_weight * kl + edge_weight * edge
+    return total, {"l1": l1, "mse": mse, "colour": colour, "kl": kl, "edge": edge}
 
 
 @torch.no_grad()
@@ -115,6 +131,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--colour-weight", type=float, default=2.0)
     ap.add_argument("--kl-weight", type=float, default=1e-4)
+    ap.add_argument("--edge-weight", type=float, default=0.0, help="weight of the pixel-difference L1 term")
+    ap.add_argument("--init", type=Path, default=None, help="start from this trained diffusers VAE folder")
+    ap.add_argument("--decoder-only", action="store_true", help="freeze the encoder (needs --init); keeps the latent space")
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast (fast on CPUs with AMX)")
     ap.add_argument("--seed", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
@@ -126,8 +145,19 @@ def main(argv: list[str] | None = None) -> dict:
 
     train = images_tensor(args.n_train, args.seed)
     val = images_tensor(args.n_val, args.seed + 1000)
-    vae = build_vae(tuple(args.channels), args.groups)
-    opt = torch.optim.AdamW(vae.parameters(), lr=args.lr, weight_decay=0.0)
+    if args.decoder_only and args.init is None:
+        ap.error("--decoder-only needs --init: a frozen encoder must come from a trained VAE")
+    if args.init is not None:
+        from diffusers import AutoencoderKL
+
+        vae = AutoencoderKL.from_pretrained(str(args.init), torch_dtype=torch.float32)
+    else:
+        vae = build_vae(tuple(args.channels), args.groups)
+    if args.decoder_only:
+        for module in (vae.encoder, vae.quant_conv):
+            module.requires_grad_(False)
+    trainable = [p for p in vae.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=args.lr, weight_decay=0.0)
     g = torch.Generator().manual_seed(args.seed)
     step, train_seconds = resume(args.run_dir, g, model=vae, opt=opt)
     print(f"vae: {param_count(vae):,} params, {args.n_train} train images", flush=True)
@@ -148,11 +178,12 @@ def main(argv: list[str] | None = None) -> dict:
             oy, ox = (torch.randint(0, (64 - args.crop) // 4 + 1, (2,), generator=g) * 4).tolist()
             x = x[:, :, oy:oy + args.crop, ox:ox + args.crop]
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
-            posterior = vae.encode(x).latent_dist
+            with torch.set_grad_enabled(not args.decoder_only):
+                posterior = vae.encode(x).latent_dist
             rec = vae.decode(posterior.sample(generator=g)).sample
-        loss, parts = vae_loss(x, rec.float(), posterior, args.colour_weight, args.kl_weight)
+        loss, parts = vae_loss(x, rec.float(), posterior, args.colour_weight, args.kl_weight, args.edge_weight)
         elapsed = train_seconds + time.time() - t_loop
-        optimizer_step(opt, loss, vae.parameters(), args.lr * lr_factor(step, args.steps, elapsed, args.max_minutes))
+        optimizer_step(opt, loss, trainable, args.lr * lr_factor(step, args.steps, elapsed, args.max_minutes))
         step += 1
         bar.update(1)
         if step % args.log_every == 0:
@@ -161,10 +192,16 @@ def main(argv: list[str] | None = None) -> dict:
             break
     bar.close()
     checkpoint()
-    metrics = {"psnr_val_db": psnr(vae, val), "steps": step, "params": param_count(vae), "channels": args.channels,
+    metrics = {"psnr_val_db": psnr(vae, val), "steps": step, "params": param_count(vae),
+               "channels": list(vae.config.block_out_channels),
                "train_minutes": round((train_seconds + time.time() - t_loop) / 60, 1),
-               "colour_weight": args.colour_weight, "crop": args.crop, "batch": args.batch, "kl_weight": args.kl_weight}
-    scale = 1.0 / latent_std(vae, val)
+               "colour_weight": args.colour_weight, "crop": args.crop, "batch": args.batch, "kl_weight": args.kl_weight,
+               "edge_weight": args.edge_weight, "init": str(args.init) if args.init else None,
+               "decoder_only": args.decoder_only}
+    if args.init is not None and (args.init / "training_metrics.json").is_file():
+        metrics["init_metrics"] = json.loads((args.init / "training_metrics.json").read_text())
+    # a frozen encoder keeps the latent scale the UNet was trained with
+    scale = vae.config.scaling_factor if args.decoder_only else 1.0 / latent_std(vae, val)
     metrics["scaling_factor"] = scale
     log(step=step, **{k: v for k, v in metrics.items() if isinstance(v, float)})
     (args.run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))

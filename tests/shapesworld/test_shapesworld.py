@@ -118,6 +118,24 @@ def test_micro_vae_and_unet_training_resume(tmp_path, capsys):
     vae = AutoencoderKL.from_pretrained(tmp_path / "pipe" / "vae")
     assert vae.config.scaling_factor > 0 and _stored_fp16(tmp_path / "pipe" / "vae")
 
+    # decoder fine-tuning keeps the encoder, hence the latent space and its scale, and changes the decoder
+    train_vae.main(["--run-dir", str(tmp_path / "ftrun"), "--out", str(tmp_path / "ft"), "--init", str(tmp_path / "pipe" / "vae"),
+                    "--decoder-only", "--edge-weight", "1", "--crop", "64", "--n-train", "8", "--n-val", "4", "--batch", "2",
+                    "--steps", "2", "--threads", "1"])
+    tuned = AutoencoderKL.from_pretrained(tmp_path / "ft")
+    assert tuned.config.scaling_factor == vae.config.scaling_factor
+    for name, frozen in [("encoder", vae.encoder), ("quant_conv", vae.quant_conv), ("decoder", vae.decoder)]:
+        same = all(torch.equal(a, b) for a, b in zip(frozen.state_dict().values(), getattr(tuned, name).state_dict().values()))
+        assert same == (name != "decoder"), name
+    # ... so the UNet's latent cache, keyed by the encoder, stays valid
+    from shapesworld.pipeline import PIPELINE_DIR
+
+    assert train_unet.encoder_key(tmp_path / "ft") == train_unet.encoder_key(tmp_path / "pipe" / "vae")
+    assert train_unet.encoder_key(tmp_path / "ft") != train_unet.encoder_key(PIPELINE_DIR / "vae")
+    with pytest.raises(SystemExit):
+        train_vae.main(["--run-dir", str(tmp_path / "bad"), "--decoder-only"])
+    assert "--decoder-only needs --init" in capsys.readouterr().err
+
     unet_args = ["--run-dir", str(tmp_path / "urun"), "--vae", str(tmp_path / "pipe" / "vae"),
                  "--out", str(tmp_path / "pipe"), "--channels", "8", "16", "16", "--groups", "8", "--head-dim", "8",
                  "--n-train", "16", "--batch", "4", "--ckpt-every", "1", "--log-every", "1", "--threads", "1"]
