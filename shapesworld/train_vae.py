@@ -132,7 +132,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--colour-weight", type=float, default=2.0)
     ap.add_argument("--kl-weight", type=float, default=1e-4)
     ap.add_argument("--edge-weight", type=float, default=0.0, help="weight of the pixel-difference L1 term")
-    ap.add_argument("--init", type=Path, default=None, help="start from this trained diffusers VAE folder")
+    ap.add_argument("--init", type=Path, default=None,
+                    help="start from this trained diffusers VAE folder (its architecture overrides --channels/--groups)")
     ap.add_argument("--decoder-only", action="store_true", help="freeze the encoder (needs --init); keeps the latent space")
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast (fast on CPUs with AMX)")
     ap.add_argument("--seed", type=int, default=2)
