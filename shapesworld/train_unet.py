@@ -232,7 +232,8 @@ def main(argv: list[str] | None = None) -> dict:
     bar.close()
     checkpoint()
     metrics = {"steps": step, "params": param_count(unet), "channels": args.channels, "batch": args.batch,
-               "lr": args.lr, "style_weight": dict(args.style_weight), "ema": args.ema, "cfg_drop": args.cfg_drop, "min_snr": args.min_snr, "bf16": args.bf16, "n_train": args.n_train,
+               "lr": args.lr, "style_weight": dict(args.style_weight), "ema": args.ema, "cfg_drop": args.cfg_drop,
+               "min_snr": args.min_snr, "bf16": args.bf16, "n_train": args.n_train,
                "final_loss_mean_last_200": float(np.mean(losses[-200:])) if losses else None,
                "train_minutes": round((train_seconds + time.time() - t_loop) / 60, 1)}
     (args.run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))

@@ -17,8 +17,9 @@ convolutional and runs on 64x64 images unchanged) and small batches. Crops alone
 Decoder fine-tuning (``--init <diffusers folder> --decoder-only``): the encoder stays frozen,
 so the latent space -- and a UNet trained on it -- is unchanged, and only the decoder learns to
 render better. ``--edge-weight`` adds L1 between the images' horizontal and vertical pixel
-differences: an MSE-trained decoder blurs fine periodic texture (4-px blocks, halftone dots),
-which this term penalises directly. The latent ``scaling_factor`` is kept from ``--init``.
+differences: an MSE-trained decoder blurs edges and periodic texture (pixel blocks, halftone
+dots), which this term penalises directly. It cannot restore texture the frozen encoder drops:
+world v1's 4-px blocks and dots stayed plain shapes. The ``scaling_factor`` is kept from ``--init``.
 
 Data: ``--n-train`` world images (stream ``--seed``); PSNR is measured on ``--n-val`` held-out
 images (stream ``--seed + 1000``). After training, the latent scale (1 / std of the latents)
