@@ -142,13 +142,13 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--ckpt-every", type=int, default=500)
     ap.add_argument("--log-every", type=int, default=100)
     args = ap.parse_args(argv)
+    if args.decoder_only and args.init is None:
+        ap.error("--decoder-only needs --init: a frozen encoder must come from a trained VAE")
     setup(args.seed, args.threads)
     log = Logger(args.run_dir / "log.jsonl")
 
     train = images_tensor(args.n_train, args.seed)
     val = images_tensor(args.n_val, args.seed + 1000)
-    if args.decoder_only and args.init is None:
-        ap.error("--decoder-only needs --init: a frozen encoder must come from a trained VAE")
     if args.init is not None:
         from diffusers import AutoencoderKL
 
