@@ -168,6 +168,7 @@ class Journey:
         print(f"[journey] {time.strftime('%H:%M:%S')} step {self.step}: {name}", flush=True)
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         path = ARTIFACTS / f"{self.step:02d}-{name}.png"
+        self.page.wait_for_timeout(500)  # code blocks and tables paint after the run ends
         self.page.screenshot(path=str(path), full_page=True)
         if UPDATING:
             _small_copy(path, DOC_SHOTS / f"{name}.png")
@@ -255,6 +256,7 @@ def test_journey_inspect_search_calibrate_preview_export_classify(server, browse
         app.fill_area("More retain prompts (one per line)", "\n".join(RETAIN))
         app.click("Search")
         app.see(f"Features for '{concept}'")
+        page.get_by_test_id("stDataFrame").first.wait_for(timeout=STEP)  # the table renders after the heading
         app.shot("concept-search")
         page.get_by_role("button", name="Add all").click()
         app.idle()
