@@ -12,7 +12,7 @@
 
 Results go to ``assets/metrics.json`` together with the training metrics of each model.
 
-    python -m shapesworld.evaluate --n-prompts 1200 --guidance 4 7.5
+    python -m shapesworld.evaluate --guidance 4 7.5
 """
 
 from __future__ import annotations
@@ -162,7 +162,7 @@ def summary_markdown(results: dict) -> str:
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n-prompts", type=int, default=1200,
-                    help="held-out captions (1200: ~45 per artist, so a per-artist share has a standard error of ~7 points)")
+                    help="held-out captions (1200: 35-58 per artist, so a per-artist share has a standard error of 5-8 points)")
     ap.add_argument("--n-vae", type=int, default=1000)
     ap.add_argument("--guidance", type=float, nargs="+", default=[4.0, 7.5])
     ap.add_argument("--threads", type=int, default=2)
