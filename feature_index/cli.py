@@ -196,7 +196,7 @@ def add_index_commands(commands) -> None:
 
     build = sub.add_parser("build", help="corpus statistics + FAISS decoder index (+ feature map); reuses or resumes earlier work")
     _add_index_options(build)
-    build.add_argument("--corpus", nargs="+", required=True, metavar="FILE", help="prompt files (.txt one per line, or .csv with a 'prompt' column)")
+    build.add_argument("--corpus", action="extend", nargs="+", required=True, metavar="FILE", help="prompt files (.txt one per line, or .csv with a 'prompt' column)")
     build.add_argument("--top-k", type=int, default=20, help="top examples kept per feature (default: 20)")
     build.add_argument("--batch-size", type=int, default=32, help="prompts per encoder batch")
     build.add_argument("--activation-cache", metavar="DIR", help="read activations from this activation cache of the same prompts")
@@ -233,9 +233,9 @@ def add_index_commands(commands) -> None:
 
     concept = sub.add_parser("concept", help="concept search: the ItD selection (as `itd concept select`) with corpus evidence")
     concept.add_argument("--concept", required=True, help="a word or name (expanded with --templates or the default templates)")
-    concept.add_argument("--prompts", nargs="+", metavar="FILE", help="concept prompts instead of templates")
+    concept.add_argument("--prompts", action="extend", nargs="+", metavar="FILE", help="concept prompts instead of templates")
     concept.add_argument("--templates", metavar="FILE", help="templates with '{}' for the name")
-    concept.add_argument("--retain", nargs="+", required=True, metavar="FILE")
+    concept.add_argument("--retain", action="extend", nargs="+", required=True, metavar="FILE")
     concept.add_argument("--top-n", type=int, default=128)
     concept.add_argument("--rank-by", default="itd", choices=["itd", "specificity"])
     concept.add_argument("--limit", type=int, default=30, help="rows shown in the text output")

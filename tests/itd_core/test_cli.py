@@ -123,6 +123,15 @@ def test_sae_info_and_convert(capsys, tmp_path, tiny_sae_dir):
         assert json.loads(out)["fingerprint"] == info["fingerprint"]
 
 
+def test_list_options_accumulate_when_repeated():
+    from itd_core.cli import build_parser
+
+    args = build_parser().parse_args(["generate", "--prompt", "a red circle", "--prompt", "a blue star", "a cat", "-o", "x.png"])
+    assert args.prompt == ["a red circle", "a blue star", "a cat"], "a repeated --prompt must not drop the earlier ones"
+    args = build_parser().parse_args(["calibrate", "c.json", "--retain", "r1.txt", "--retain", "r2.txt"])
+    assert args.retain == ["r1.txt", "r2.txt"]
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
