@@ -470,7 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate = commands.add_parser("generate", help="generate images, with and without erasure")
     add_bundle_options(generate)
     generate.add_argument("--erasure", metavar="erasure.json")
-    generate.add_argument("--prompt", action="extend", nargs="+", required=True)
+    generate.add_argument("--prompt", action="extend", nargs="+", required=True, help="one or more prompts (list them, or repeat --prompt)")
     generate.add_argument("--seed", type=int, default=0, help="seed of the first prompt (the next ones get seed+1, ...)")
     generate.add_argument("--steps", type=int, default=20)
     generate.add_argument("--size", type=int, help="pixels (default: the model's)")
