@@ -49,6 +49,8 @@ DEFAULT_TEMPLATES = ("{}", "a photo of {}", "a painting of {}", "a portrait of {
 def profile_to_arrays(profile: PromptProfile) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """A PromptProfile as plain arrays + string metadata (for safetensors)."""
     arrays = {"in_top_n": profile.in_top_n.cpu().numpy().astype(np.uint8), "fire_counts": profile.fire_counts.cpu().numpy().astype(np.int64)}
+    if profile.top_n_counts is not None:
+        arrays["top_n_counts"] = profile.top_n_counts.cpu().numpy().astype(np.int64)
     return arrays, {"top_n": str(profile.top_n), "n_prompts": str(profile.n_prompts), "prompts_hash": profile.prompts_hash}
 
 
@@ -58,6 +60,7 @@ def profile_from_arrays(arrays: dict[str, np.ndarray], metadata: dict[str, str])
         in_top_n=torch.from_numpy(np.ascontiguousarray(arrays["in_top_n"])).bool(),
         fire_counts=torch.from_numpy(np.ascontiguousarray(arrays["fire_counts"])).long(),
         prompts_hash=metadata["prompts_hash"],
+        top_n_counts=torch.from_numpy(np.ascontiguousarray(arrays["top_n_counts"])).long() if "top_n_counts" in arrays else None,
     )
 
 

@@ -22,7 +22,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from itd_core.encoders import TextEncoderAdapter, parse_dtype
-from itd_core.erasure_config import ErasureConfig, ModelRef, SAERef
+from itd_core.erasure_config import METHOD_PRESETS, ErasureConfig, ModelRef, SAERef
 from itd_core.errors import ItdError
 from itd_core.sae import TopKSAE
 
@@ -158,8 +158,11 @@ class ModelBundle:
             sha256=self.fingerprint, n_latents=self.sae.n_latents, d_model=self.sae.d_model, k=self.sae.k,
         )
 
-    def new_erasure_config(self) -> ErasureConfig:
-        return ErasureConfig(model=ModelRef(id_or_path=self.model_id, layer=self.adapter.layer_name), sae=self.sae_ref())
+    def new_erasure_config(self, method: str = "recommended") -> ErasureConfig:
+        """An empty erasure config for this bundle, with the method switches of a preset (``paper`` or ``recommended``)."""
+        if method not in METHOD_PRESETS:
+            raise ItdError(f"unknown method {method!r}; use one of {', '.join(METHOD_PRESETS)}")
+        return ErasureConfig(model=ModelRef(id_or_path=self.model_id, layer=self.adapter.layer_name), sae=self.sae_ref(), **METHOD_PRESETS[method])
 
     def check_config(self, config: ErasureConfig) -> None:
         """Raise if ``config`` was made for another layer or SAE."""

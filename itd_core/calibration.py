@@ -3,7 +3,11 @@
 Rules:
 * ``paper``: ``0.99 x min(score over the concept's own prompts)`` (the ItD paper's rule);
 * ``fpr``: the lowest threshold whose false-positive rate on the retain prompts is at most the
-  target (a prompt triggers when ``score >= threshold``).
+  target (a prompt triggers when ``score >= threshold``);
+* ``phrasings``: the ``fpr`` rule on the retain prompts plus generated hard negatives
+  (:func:`itd_core.redteam.hard_negatives`, calibration split), with the TPR measured on the known
+  prompts plus generated phrasings (:func:`itd_core.redteam.attack_prompts`); the paper's rule sets its
+  threshold from five templates, so any phrasing that scores lower than all five passes untouched.
 """
 
 from __future__ import annotations
@@ -17,7 +21,9 @@ from pydantic import BaseModel
 from itd_core.errors import ItdError
 
 PAPER_FACTOR = 0.99
-CalibrationRule = Literal["paper", "fpr", "manual"]
+DEFAULT_FPR = 0.01  # the fpr rule's default
+RECOMMENDED_TARGET_FPR = 0.02  # the phrasings rule's default false-positive rate on retain + hard negatives
+CalibrationRule = Literal["paper", "fpr", "phrasings", "manual"]
 
 
 class Rates(BaseModel):
@@ -45,6 +51,22 @@ def fpr_threshold(retain_scores: Sequence[float], target_fpr: float) -> float:
         return float(scores[-1])
     # Just above the (allowed+1)-th highest retain score, so exactly `allowed` of them trigger (ties excluded).
     return float(np.nextafter(np.float32(scores[allowed]), np.float32(np.inf)))
+
+
+def threshold_for(rule: str, target_scores: Sequence[float], negative_scores: Sequence[float], target_fpr: float | None = None,
+                  hard_negative_scores: Sequence[float] = ()) -> float:
+    """The threshold a rule gives. ``fpr`` holds the false-positive rate on the negatives; ``phrasings`` holds it on
+    the negatives and on the hard negatives separately (pooled, a few hard negatives would hide among many easy ones)."""
+    if rule == "paper":
+        return paper_threshold(target_scores)
+    if rule in ("fpr", "phrasings"):
+        if target_fpr is None:
+            raise ItdError(f"the {rule} rule needs a target false-positive rate")
+        threshold = fpr_threshold(negative_scores, target_fpr)
+        if rule == "phrasings" and len(hard_negative_scores):
+            threshold = max(threshold, fpr_threshold(hard_negative_scores, target_fpr))
+        return threshold
+    raise ItdError(f"unknown calibration rule {rule!r}; use paper, fpr or phrasings")
 
 
 def rates(threshold: float, target_scores: Sequence[float] = (), retain_scores: Sequence[float] = ()) -> Rates:

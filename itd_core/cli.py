@@ -117,8 +117,24 @@ def cmd_sae_train(args) -> None:
 # --------------------------------------------------------------------------- concept
 
 
+def _phrasings_wanted(args, config) -> bool:
+    """Generated phrasings go into selection and calibration when the config has the recommended method, unless the user says no."""
+    return args.phrasings if args.phrasings is not None else config.method_name() == "recommended"
+
+
+def _generated_sets(config, name: str, kind: str | None, args) -> tuple[list[str], list[str]]:
+    """Generated phrasings and hard negatives (calibration split) of a concept, with the config's other concepts as others."""
+    from itd_core.redteam import CONCEPT_KINDS, calibration_sets
+
+    kind = kind or "person"
+    if kind not in CONCEPT_KINDS:
+        raise ItdError(f"generated phrasings exist for kinds {', '.join(CONCEPT_KINDS)}; concept {name!r} is of kind {kind!r} (give --no-phrasings)")
+    others = [c.name for c in config.concepts if c.name != name and (c.kind or "person") == kind] + list(args.others or [])
+    return calibration_sets(name, kind, others=others, exclude=[c.name for c in config.concepts if c.name != name], seed=args.phrasings_seed)
+
+
 def cmd_concept_select(args) -> None:
-    from itd_core.concept import select_concept
+    from itd_core.concept import RECOMMENDED_MIN_SHARE, RECOMMENDED_RETAIN_MARGIN, select_concept
     from itd_core.erasure_config import ConceptEntry, ErasureConfig, FeatureEntry
     from itd_core.prompts import expand_templates, read_prompt_files, read_prompts
 
@@ -130,21 +146,28 @@ def cmd_concept_select(args) -> None:
     output = Path(args.output)
     existing = ErasureConfig.load(output) if output.exists() else None  # an invalid file is reported, not overwritten
     bundle = bundle_from_args(args)
+    config = existing or bundle.new_erasure_config(args.method)
+    if existing:
+        bundle.check_config(existing)
+    phrasings = _phrasings_wanted(args, config)
+    generated, hard_negatives = _generated_sets(config, args.concept, args.kind, args) if phrasings else ([], [])
     _report_truncation(bundle.adapter, prompts + retain)
-    selection = select_concept(bundle.adapter, bundle.sae, args.concept, prompts, retain, top_n=args.top_n)
+    paper = not phrasings
+    margin = args.retain_margin if args.retain_margin is not None else (None if paper else RECOMMENDED_RETAIN_MARGIN)
+    min_share = args.min_share if args.min_share is not None else (0.0 if paper else RECOMMENDED_MIN_SHARE)
+    selection = select_concept(bundle.adapter, bundle.sae, args.concept, prompts + generated, retain + hard_negatives, top_n=args.top_n,
+                               retain_margin=margin, min_share=min_share)
     if not selection.features:
         raise ItdError(f"no features left for {args.concept!r}: every top-{args.top_n} feature of its prompts also ranks in the top-{args.top_n} of a retain prompt; "
                        "try a larger --top-n or a retain set without the concept")
-    config = existing or bundle.new_erasure_config()
-    if existing:
-        bundle.check_config(existing)
     concept = ConceptEntry(
-        name=args.concept, prompts=prompts,
+        name=args.concept, kind=args.kind, prompts=prompts,
         features=[FeatureEntry(id=f.id, strength=args.strength, label=" ".join(f.peak_tokens[:2])) for f in selection.features],
     )
     config.upsert(concept)
     config.save(output)
-    document = {"output": str(output), "concept": args.concept, "n_features": len(selection.features), "selection": selection.model_dump()}
+    document = {"output": str(output), "concept": args.concept, "n_features": len(selection.features), "method": config.method_name(),
+                "generated_phrasings": len(generated), "generated_hard_negatives": len(hard_negatives), "selection": selection.model_dump()}
     lines = [f"{args.concept}: {len(selection.features)} features (of {selection.candidates} candidates; {selection.removed_by_retain} removed by the retain set)",
              f"{'id':>8} {'hits':>5} {'mean':>8} {'max':>8} {'retain%':>8}  tokens"]
     lines += [f"{f.id:>8} {f.concept_hits:>5} {f.mean_activation:>8.3f} {f.max_activation:>8.3f} {100 * f.retain_fire_rate:>7.1f}%  {' '.join(f.peak_tokens)}"
@@ -198,8 +221,8 @@ def cmd_concept_edit(args) -> None:
 
 
 def cmd_calibrate(args) -> None:
-    from itd_core.calibration import fpr_threshold, paper_threshold, rates
-    from itd_core.erasure_config import CalibrationInfo, ErasureConfig
+    from itd_core.calibration import DEFAULT_FPR, RECOMMENDED_TARGET_FPR
+    from itd_core.erasure_config import ErasureConfig
     from itd_core.prompts import read_prompt_files
 
     config = ErasureConfig.load(args.config)
@@ -207,6 +230,8 @@ def cmd_calibrate(args) -> None:
         if args.concept:
             raise ItdError(f"--score-positions {args.score_positions} changes the score of every concept: calibrate them all (drop --concept)")
         config.score_positions = args.score_positions
+    rule = args.rule or ("phrasings" if config.method_name() == "recommended" else "paper")
+    target_fpr = args.fpr if args.fpr is not None else (RECOMMENDED_TARGET_FPR if rule == "phrasings" else DEFAULT_FPR)
     bundle = _bundle_for_config(config, args)
     names = [args.concept] if args.concept else [c.name for c in config.concepts]
     retain = read_prompt_files(args.retain)
@@ -222,19 +247,19 @@ def cmd_calibrate(args) -> None:
             raise ItdError(f"concept {name!r} has no stored prompts: give --target FILE")
         scores = file_scores if file_scores is not None else deactivator.score_prompts(bundle.adapter, concept.prompts)
         target_scores = scores[:, index].tolist()
-        concept_retain = retain_scores[:, index].tolist()
-        threshold = paper_threshold(target_scores) if args.rule == "paper" else fpr_threshold(concept_retain, args.fpr)
-        measured = rates(threshold, target_scores, concept_retain)
-        concept.threshold = threshold
-        concept.calibration = CalibrationInfo(
-            rule=args.rule, target_fpr=args.fpr if args.rule == "fpr" else None,
-            sets=[str(p) for p in (args.target or [])] + [str(p) for p in args.retain] or ["concept prompts"],
-            tpr=measured.tpr, fpr=measured.fpr, n_target=measured.n_target, n_retain=measured.n_retain,
-        )
-        report.append({"concept": name, "threshold": threshold, **measured.model_dump()})
+        sets = [str(p) for p in (args.target or [])] + [str(p) for p in args.retain] or ["concept prompts"]
+        hard_scores: list[float] = []
+        if rule == "phrasings" and args.phrasings is not False:
+            generated, hard_negatives = _generated_sets(config, name, concept.kind, args)
+            target_scores += deactivator.score_prompts(bundle.adapter, generated)[:, index].tolist()
+            hard_scores = deactivator.score_prompts(bundle.adapter, hard_negatives)[:, index].tolist()
+            sets += [f"{len(generated)} generated phrasings", f"{len(hard_negatives)} generated hard negatives (seed {args.phrasings_seed})"]
+        measured = concept.calibrate(target_scores, retain_scores[:, index].tolist(), rule=rule, target_fpr=target_fpr,
+                                     hard_negative_scores=hard_scores, sets=sets)
+        report.append({"concept": name, "threshold": concept.threshold, **measured.model_dump()})
     config.save(args.config)
-    lines = [f"{r['concept']}: threshold {r['threshold']:.6g}  TPR {r['tpr']:.3f} ({r['n_target']} target)  FPR {r['fpr']:.3f} ({r['n_retain']} retain)" for r in report]
-    emit(args, {"config": str(args.config), "rule": args.rule, "concepts": report}, "\n".join(lines))
+    lines = [f"{r['concept']}: threshold {r['threshold']:.6g}  TPR {r['tpr']:.3f} ({r['n_target']} target)  FPR {r['fpr']:.3f} ({r['n_retain']} negative)" for r in report]
+    emit(args, {"config": str(args.config), "rule": rule, "concepts": report}, "\n".join(lines))
 
 
 def cmd_classify(args) -> None:
@@ -294,20 +319,75 @@ def cmd_eval(args) -> None:
 
 
 def _eval_images(config, args) -> None:
-    """The erasure benchmark with this config: generate with each method and let the demo's detector judge."""
+    """Generate with and without the config's erasure, from the same seeds; the demo's detector judges."""
     from itd_core.bundle import bundle_spec_for_config
 
     if not bundle_spec_for_config(config).is_demo:  # checked before loading a model only to refuse it
         raise ItdError(f"--images needs the demo bundle (its concept detector judges the images); this config is for {config.model.id_or_path!r}")
-    from shapesworld import erasure_benchmark
+    if args.seeds < 1:
+        raise ItdError(f"--seeds takes a number of seeds per prompt (at least 1), got {args.seeds}")
+    from shapesworld import redteam_benchmark as rb
 
-    erased = erasure_benchmark.erased_identities([concept.name for concept in config.concepts])
+    names = [concept.name for concept in config.concepts]
+    for name in names:
+        rb.concept_kind(name)  # a concept the detector cannot judge is an error before any image is made
+    seeds = tuple(range(args.seeds))
+    if args.target:
+        items = [rb.Item(prompt, "target", _config_concept(names, concept, path), "file", seeds)
+                 for path in args.target for prompt, concept in _read_target_rows(path)]
+    else:
+        items = [rb.Item(p, "target", name, "known", seeds) for name in names for p in rb.known_prompts(name)]
+        items += [item for name in names for item in rb.redteam_items(name, per_family=args.per_family, negatives_per_family=1, seeds=seeds)
+                  if not (item.group == "negative" and any(n.casefold() in item.prompt.casefold() for n in names))]
+    if args.retain:
+        from itd_core.prompts import read_prompt_files
+
+        items += [rb.Item(p, "retain", None, "file", seeds) for p in read_prompt_files(args.retain)]
+    elif not args.target:
+        items += [rb.Item(p, "retain", None, "retain", seeds) for p in rb.default_retain_prompts(names)]
     bundle = _bundle_for_config(config, args)
-    chosen = {key: value for key, value in (("seeds", args.seeds), ("target_seeds", args.target_seeds)) if value}
-    outcome = erasure_benchmark.run(bundle, erased, config=config, n_objects=args.objects, steps=args.steps, guidance=args.guidance, **chosen, progress=lambda message: print(f"  {message}", file=sys.stderr))
-    document = {"config": str(args.config), "erased": erased, "seeds": outcome["seeds"], "target_seeds": outcome["target_seeds"],
-                "n_by_group": outcome["n_by_group"], "results": [vars(r) for r in outcome["results"]]}
-    emit(args, document, erasure_benchmark.markdown_table(f"{args.config}", outcome))
+    print(f"eval --images: {sum(len(i.seeds) for i in items)} images per run, 2 runs (no erasure, erasure)", file=sys.stderr)
+    baseline, reference = rb.run_items(bundle, items, None, steps=args.steps, guidance=args.guidance, progress=rb.EtaProgress("no erasure"))
+    erased, _ = rb.run_items(bundle, items, config, steps=args.steps, guidance=args.guidance, reference=reference, progress=rb.EtaProgress("erasure"))
+    shown = rb.shown_without(baseline)
+    without, summary = rb.summarize(baseline), rb.summarize(erased, shown)
+    document = {
+        "config": str(args.config), "method": config.method_name(), "seeds": args.seeds,
+        "concepts": {name: {"acc_e": summary.acc_e.get(name), "acc_e_without": without.acc_e.get(name),
+                            "n_images": sum(j.item.group == "target" and j.item.concept == name for j in erased)} for name in names},
+        "families": {family: {"acc_e": summary.acc_e_by_family.get(family), "acc_e_without": value}
+                     for family, value in without.acc_e_by_family.items()},
+        "acc_r": summary.acc_r, "acc_r_without": without.acc_r, "bit_identical": summary.bit_identical,
+        "hard_negatives_edited": summary.negative_edited, "retain_edited": summary.retain_edited, "targets_edited": summary.target_edited,
+        "content_preserved": summary.content_preserved, "content_preserved_without": without.content_preserved,
+        "n_images": summary.n_images,
+    }
+    emit(args, document, rb.eval_report(document))
+
+
+def _read_target_rows(path) -> list[tuple[str, str]]:
+    """``prompt,concept`` rows of a target CSV."""
+    import csv
+
+    path = Path(path)
+    if not path.is_file():
+        raise ItdError(f"target file not found: {path}")
+    with path.open(encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing = {"prompt", "concept"} - set(reader.fieldnames or [])
+        if missing:
+            raise ItdError(f"{path}: --images needs a CSV with columns prompt,concept (missing: {', '.join(sorted(missing))})")
+        rows = [(row["prompt"].strip(), row["concept"].strip()) for row in reader if (row["prompt"] or "").strip()]
+    if not rows:
+        raise ItdError(f"{path} holds no prompts")
+    return rows
+
+
+def _config_concept(names: Sequence[str], concept: str, path) -> str:
+    for name in names:
+        if name.casefold() == concept.casefold():
+            return name
+    raise ItdError(f"{path}: concept {concept!r} is not in the erasure config (concepts: {', '.join(names)})")
 
 
 # --------------------------------------------------------------------------- generate
@@ -372,7 +452,18 @@ def _save_images(images, output: Path, scale: int) -> None:
 # --------------------------------------------------------------------------- parser
 
 
+def _add_phrasing_options(parser) -> None:
+    parser.add_argument("--phrasings", action=argparse.BooleanOptionalAction, default=None,
+                        help="add generated phrasings of the concept and generated hard negatives (itd_core.redteam, calibration split) "
+                             "(default: on for a config with the recommended method)")
+    parser.add_argument("--others", action="extend", nargs="+", metavar="NAME", help="other names of the same kind for the hard negatives "
+                                                                                   "(default: the config's other concepts, and invented names)")
+    parser.add_argument("--phrasings-seed", type=int, default=0, help="seed of the generated phrasings (default: 0)")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from itd_core.deactivation import SCORE_POSITIONS
+
     parser = argparse.ArgumentParser(prog="itd", description="ItD Explorer: SAEs on diffusion text encoders, concept search and erasure.")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -416,6 +507,13 @@ def build_parser() -> argparse.ArgumentParser:
     select.add_argument("--retain", action="extend", nargs="+", required=True, metavar="FILE")
     select.add_argument("--top-n", type=int, default=128, help="top-N per prompt (paper: 128; 256 for art styles)")
     select.add_argument("--strength", type=float, default=-8.0, help="deactivation strength (paper: -8)")
+    select.add_argument("--kind", choices=["person", "artist", "unsafe", "other"], help="what the concept is (generated phrasings depend on it; default: person)")
+    select.add_argument("--method", choices=["recommended", "paper"], default="recommended",
+                        help="method switches of a NEW config (README: 'Erasure methods'); an existing config keeps its own (default: recommended)")
+    _add_phrasing_options(select)
+    select.add_argument("--retain-margin", type=float, help="drop a feature only when the retain share is at least this times the concept share "
+                                                            "(default: 0.25 with phrasings; else none, the paper's rule)")
+    select.add_argument("--min-share", type=float, help="keep features in the top-N of at least this share of the concept prompts (default: 0.2 with phrasings, else 0)")
     select.add_argument("-o", "--output", required=True, help="erasure config to create or add the concept to")
     add_json_option(select)
     select.set_defaults(handler=cmd_concept_select)
@@ -435,10 +533,14 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("config")
     calibrate.add_argument("--target", action="extend", nargs="+", metavar="FILE", help="target prompts (default: the concept's stored prompts)")
     calibrate.add_argument("--retain", action="extend", nargs="+", required=True, metavar="FILE")
-    calibrate.add_argument("--rule", choices=["paper", "fpr"], default="paper", help="paper: 0.99 x min target score; fpr: a target false-positive rate on the retain set")
-    calibrate.add_argument("--fpr", type=float, default=0.01)
+    calibrate.add_argument("--rule", choices=["paper", "fpr", "phrasings"],
+                           help="paper: 0.99 x min target score; fpr: a false-positive rate on the retain set; phrasings: that rate on the retain set "
+                                "and on generated hard negatives, TPR over the targets plus generated phrasings (default: phrasings for a config with "
+                                "the recommended method, else paper)")
+    calibrate.add_argument("--fpr", type=float, help="target false-positive rate (default: 0.02 for phrasings, 0.01 for fpr)")
+    _add_phrasing_options(calibrate)
     calibrate.add_argument("--concept", help="only this concept (default: all)")
-    calibrate.add_argument("--score-positions", choices=["all", "prompt"],
+    calibrate.add_argument("--score-positions", choices=list(SCORE_POSITIONS),
                            help="what the score averages over: every padded position (the paper's) or the prompt's own "
                                 "tokens; saved in the config (default: keep the config's, 'all' for a new one)")
     _add_runtime_options(calibrate)
@@ -454,13 +556,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("eval", help="classifier TPR/FPR per concept; with --images, the erasure benchmark on the demo")
     evaluate.add_argument("config")
-    evaluate.add_argument("--target", action="extend", nargs="+", metavar="FILE")
+    evaluate.add_argument("--target", action="extend", nargs="+", metavar="FILE", help="target prompts (with --images: a CSV with columns prompt,concept)")
     evaluate.add_argument("--retain", action="extend", nargs="+", metavar="FILE")
-    images = evaluate.add_argument_group("image benchmark (demo bundle; concepts named after ShapesWorld identities)")
-    images.add_argument("--images", action="store_true", help="generate with no erasure, a keyword blacklist, steering and ItD; report Acc_e, Acc_r, H")
-    images.add_argument("--seeds", type=int, action="extend", nargs="+", help="seed slots of the retained-identity and object prompts (default: 0 1; each prompt x slot gets its own seed)")
-    images.add_argument("--target-seeds", type=int, action="extend", nargs="+", help="seed slots of the erased names' prompts (default: 0-5)")
-    images.add_argument("--objects", type=int, default=40, help="object prompts that stand for everything else")
+    images = evaluate.add_argument_group("image benchmark (demo bundle; concepts named after ShapesWorld characters, artists, or 'unsafe')")
+    images.add_argument("--images", action="store_true",
+                        help="generate each prompt with and without the erasure (same seed); the detector judges: Acc_e per concept and "
+                             "attack family, Acc_r, bit-identical share, content preservation. --target FILE is a CSV with columns "
+                             "prompt,concept; without it, the concepts' known templates and generated attack families and hard negatives")
+    images.add_argument("--seeds", type=int, default=2, help="seeds per prompt (default: 2; each prompt x slot gets its own seed)")
+    images.add_argument("--per-family", type=int, default=1, help="generated prompts per attack family without --target (default: 1)")
     images.add_argument("--steps", type=int, default=20, help="denoising steps")
     images.add_argument("--guidance", type=float, default=6.0)
     _add_runtime_options(evaluate)

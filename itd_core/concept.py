@@ -5,10 +5,18 @@ A prompt's top-N features are the N latents with the highest activation at any I
 prompts, minus every feature in the top-N of any retain prompt. Features are ranked by how
 many concept prompts have them in their top-N, then by their mean peak activation.
 The retain side is a :class:`PromptProfile` that callers can compute once and reuse.
+
+``retain_margin`` (not the paper's) subtracts with a margin: a feature is dropped only when the share
+of retain prompts that have it in their top-N is at least ``retain_margin`` times the share of concept
+prompts that do. The paper's rule drops a concept's key feature as soon as one retain prompt shares it
+(another name with a common word piece); the margin keeps it unless the retain side uses it comparably.
+``min_share`` (not the paper's; 0 is its union) keeps only features in the top-N of at least that share of
+the concept's prompts: with many generated phrasings, the union would also take each phrasing's own words.
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,6 +32,9 @@ from itd_core.sae import TopKSAE
 
 DEFAULT_TOP_N = 128
 STYLE_TOP_N = 256
+# The recommended selection (measured on ShapesWorld, README "Red-team benchmark"); the paper's is None / 0.
+RECOMMENDED_RETAIN_MARGIN = 0.25
+RECOMMENDED_MIN_SHARE = 0.2
 
 
 @torch.no_grad()
@@ -64,6 +75,7 @@ class PromptProfile:
     in_top_n: torch.Tensor  # [n] bool: in the top-N of at least one prompt
     fire_counts: torch.Tensor  # [n] int: prompts in which the latent fires at some ItD position
     prompts_hash: str
+    top_n_counts: torch.Tensor | None = None  # [n] int: prompts that have the latent in their top-N (needed by retain_margin)
 
     @classmethod
     def build(cls, adapter: TextEncoderAdapter, sae: TopKSAE, prompts: Sequence[str], top_n: int, batch_size: int = 32) -> "PromptProfile":
@@ -76,7 +88,19 @@ class PromptProfile:
             in_top_n=top_n_mask(peaks, top_n).any(0),
             fire_counts=(peaks > 0).sum(0),
             prompts_hash=prompts_hash(prompts),
+            top_n_counts=top_n_mask(peaks, top_n).sum(0),
         )
+
+    def dropped(self, concept_hits: torch.Tensor, n_concept_prompts: int, retain_margin: float | None) -> torch.Tensor:
+        """Which features the retain side takes away from a concept whose prompts have them ``concept_hits`` times
+        in their top-N. shape: ``[n] -> [n]`` bool"""
+        if retain_margin is None:
+            return self.in_top_n.to(concept_hits.device)
+        if self.top_n_counts is None:
+            raise ItdError("this retain profile has no top-N counts (built by an older version): rebuild it to use retain_margin")
+        retain_share = self.top_n_counts.to(concept_hits.device).float() / self.n_prompts
+        concept_share = concept_hits.float() / n_concept_prompts
+        return self.in_top_n.to(concept_hits.device) & (retain_share >= retain_margin * concept_share)
 
 
 class FeatureEvidence(BaseModel):
@@ -129,14 +153,21 @@ def select_concept(
     retain: PromptProfile | Sequence[str],
     *,
     top_n: int = DEFAULT_TOP_N,
+    retain_margin: float | None = None,
+    min_share: float = 0.0,
     batch_size: int = 32,
 ) -> ConceptSelection:
-    """The ItD feature set of a concept, ranked, with evidence for each feature."""
+    """The ItD feature set of a concept, ranked, with evidence for each feature.
+    ``retain_margin=None`` is the paper's subtraction (see the module docstring for the margin)."""
     prompts = [p for p in prompts]
     if not prompts or not any(p.strip() for p in prompts):
         raise ItdError(f"concept {name!r} has no prompts")
     if top_n < 1:
         raise ItdError(f"top-N must be positive, got {top_n}")
+    if retain_margin is not None and not (retain_margin >= 0 and math.isfinite(retain_margin)):
+        raise ItdError(f"retain margin must be a finite number >= 0, got {retain_margin}")
+    if not 0.0 <= min_share <= 1.0:
+        raise ItdError(f"min_share must be in [0, 1], got {min_share}")
     if not isinstance(retain, PromptProfile):
         retain = PromptProfile.build(adapter, sae, retain, top_n, batch_size)
     elif retain.top_n != top_n:
@@ -144,8 +175,9 @@ def select_concept(
     peaks, codes = _encode_peaks(adapter, sae, prompts, batch_size, keep_codes=True)
     concept_top = top_n_mask(peaks, top_n)
     hits = concept_top.sum(0)
-    candidates = hits > 0
-    selected = candidates & ~retain.in_top_n.to(candidates.device)
+    candidates = (hits > 0) & (hits >= min_share * len(prompts))
+    removed = candidates & retain.dropped(hits, len(prompts), retain_margin)
+    selected = candidates & ~removed
     ids = selected.nonzero().flatten()
     mean_peak = peaks.mean(0)
     order = sorted(ids.tolist(), key=lambda f: (-int(hits[f]), -float(mean_peak[f]), f))
@@ -169,6 +201,6 @@ def select_concept(
         n_retain_prompts=retain.n_prompts,
         retain_hash=retain.prompts_hash,
         candidates=int(candidates.sum()),
-        removed_by_retain=int((candidates & retain.in_top_n).sum()),
+        removed_by_retain=int(removed.sum()),
         features=evidence,
     )

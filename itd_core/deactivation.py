@@ -9,7 +9,8 @@ and strengths ``s_f`` (the paper uses -8):
 * the prompt triggers ``c`` when ``s_c(x) >= threshold_c``.
 
 ``score_positions="prompt"`` (not the paper's) averages the score over the prompt's own tokens
-(BOS excluded, EOS included) instead of every padded position. The paper's mean dilutes a
+(BOS excluded, EOS included) instead of every padded position; ``"peak"`` averages over the
+:data:`PEAK_TOKENS` highest-scoring of them, so a name in a long prompt is not diluted by its length. The paper's mean dilutes a
 concept token by however much padding the prompt has, so one threshold must cover short and
 long prompts; on ShapesWorld's 14 characters the prompt-token mean caught 42 of 42 paraphrases
 of the names (31 with the paper's mean) with no retain prompt crossing a threshold. Thresholds
@@ -19,6 +20,10 @@ The same score is used to calibrate and to classify (the reference code reduced 
 different axes in the two places). A prompt that triggers at least one concept gets its
 layer output at positions ``t >= 1`` replaced by the deactivated reconstruction for the union
 of the concepts it triggers; every other prompt is returned bit-exactly.
+
+``edit_positions="concept"`` (not the paper's) replaces only the positions where a feature of a
+triggered concept is active, and leaves the prompt's other tokens exactly as they were: the SAE's
+reconstruction error elsewhere no longer blurs what the rest of the prompt asks for (shape, colour).
 
 Cost: the encode is one matmul shared by all concepts; the reconstruction is a sparse
 gather of the k active decoder rows; the concept terms only touch the few (token, latent)
@@ -40,8 +45,11 @@ if TYPE_CHECKING:
     from itd_core.encoders import TextEncoderAdapter
 
 PAPER_STRENGTH = -8.0
-ScorePositions = Literal["all", "prompt"]
+ScorePositions = Literal["all", "prompt", "peak"]
+PEAK_TOKENS = 4  # score_positions="peak": the mean over this many of the prompt's highest-scoring tokens
 SCORE_POSITIONS: tuple[str, ...] = get_args(ScorePositions)
+EditPositions = Literal["all", "concept"]
+EDIT_POSITIONS: tuple[str, ...] = get_args(EditPositions)
 
 
 @dataclass(frozen=True)
@@ -85,14 +93,19 @@ class _Hits:
 class Deactivator:
     """Scores and edits layer activations for several concepts at once, vectorised over the batch."""
 
-    def __init__(self, sae: TopKSAE, concepts: Sequence[ConceptFeatures], score_positions: ScorePositions = "all"):
+    def __init__(self, sae: TopKSAE, concepts: Sequence[ConceptFeatures], score_positions: ScorePositions = "all",
+                 edit_positions: EditPositions = "all", *, fold_prompts: bool = False):
         if not concepts:
             raise ItdError("no concepts to deactivate")
         if score_positions not in SCORE_POSITIONS:
-            raise ItdError(f"score_positions must be 'all' or 'prompt', not {score_positions!r}")
+            raise ItdError(f"score_positions must be one of {', '.join(SCORE_POSITIONS)}, not {score_positions!r}")
+        if edit_positions not in EDIT_POSITIONS:
+            raise ItdError(f"edit_positions must be 'all' or 'concept', not {edit_positions!r}")
         self.sae = sae
         self.concepts = list(concepts)
         self.score_positions = score_positions
+        self.edit_positions = edit_positions
+        self.fold_prompts = fold_prompts
         device = sae.W_dec.device
         n = sae.n_latents
         all_ids = sorted({f for c in self.concepts for f in c.feature_ids})
@@ -148,7 +161,7 @@ class Deactivator:
         if self.score_positions == "all":
             return None  # the paper's mean: no weighting on the hot path
         if prompt_mask is None:
-            raise ItdError("score_positions='prompt' needs the prompts' token mask (prompt_mask)")
+            raise ItdError(f"score_positions={self.score_positions!r} needs the prompts' token mask (prompt_mask)")
         if tuple(prompt_mask.shape) != (batch, positions + 1):
             raise ItdError(f"prompt_mask of shape {tuple(prompt_mask.shape)} does not fit activations with {batch} prompts x {positions + 1} tokens")
         return prompt_mask[:, 1:].to(device=self.sae.W_dec.device, dtype=torch.float32).reshape(-1)
@@ -163,22 +176,58 @@ class Deactivator:
             deltas, tokens = self._concept_deltas(hits, coefficients, batch * positions)
             changed = (error[tokens].unsqueeze(0) + deltas).square().sum(-1) - squared[tokens].unsqueeze(0)  # [C, U]
             totals.index_add_(1, tokens // positions, changed if weights is None else changed * weights[tokens])
+        if self.score_positions == "peak":
+            return self._peak_scores(squared, hits, tokens if len(hits.token) else None, changed if len(hits.token) else None, shape, weights)
         if weights is None:
             return (totals / (positions * d)).T.contiguous()  # [B, C]
         counted = weights.reshape(batch, positions).sum(-1).clamp_min(1.0)  # [B]
         return (totals / (counted * d)).T.contiguous()  # [B, C]
+
+    def _peak_scores(self, squared, hits, tokens, changed, shape, weights) -> torch.Tensor:
+        """Mean over each prompt's :data:`PEAK_TOKENS` highest per-token errors among its own tokens. shape: ``-> [B, C]``"""
+        batch, positions, d = shape
+        per_token = squared.unsqueeze(0).repeat(len(self.concepts), 1)  # [C, B*P]
+        if tokens is not None:
+            per_token.index_add_(1, tokens, changed)
+        per_token = per_token.masked_fill(weights.unsqueeze(0) == 0, float("-inf")).reshape(len(self.concepts), batch, positions)
+        top = per_token.topk(min(PEAK_TOKENS, positions), dim=-1).values  # [C, B, m]
+        counted = top.isfinite().sum(-1).clamp_min(1)  # prompts shorter than PEAK_TOKENS: their own tokens
+        return (top.masked_fill(~top.isfinite(), 0.0).sum(-1) / (counted * d)).T.contiguous()
 
     @torch.no_grad()
     def scores(self, activations: torch.Tensor, prompt_mask: torch.Tensor | None = None) -> torch.Tensor:
         """The ItD score of each prompt for each concept. shape: ``[B, T, d] -> [B, C]``
 
         ``prompt_mask`` ``[B, T]`` marks the prompt's own tokens; needed for ``score_positions="prompt"``."""
+        return self.differentiable_scores(activations, prompt_mask)
+
+    def differentiable_scores(self, activations: torch.Tensor, prompt_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """:meth:`scores` with autograd on: differentiable with respect to ``activations`` (the top-k
+        choice of latents is not), for gradient-guided attacks on the classifier. shape: ``[B, T, d] -> [B, C]``"""
         error, hits, shape = self._analyse(activations)
         return self._scores(error, hits, shape, self._position_weights(prompt_mask, shape))
 
     @torch.no_grad()
     def score_prompts(self, adapter: "TextEncoderAdapter", prompts: Sequence[str], batch_size: int = 32) -> torch.Tensor:
-        """Tokenize and capture ``prompts`` with ``adapter``, then score them. shape: ``[P, C]`` float32 on CPU"""
+        """Tokenize and capture ``prompts`` with ``adapter``, then score them. shape: ``[P, C]`` float32 on CPU
+
+        With ``fold_prompts``, a prompt that :func:`~itd_core.prompt_folding.fold_prompt` changes scores the higher
+        of its two spellings, as the pipeline hook decides."""
+        prompts = list(prompts)
+        scores = self.score_prompts_as_written(adapter, prompts, batch_size)
+        if self.fold_prompts:
+            from itd_core.prompt_folding import fold_prompt
+
+            folded = {i: fold_prompt(p) for i, p in enumerate(prompts)}
+            changed = [i for i, text in folded.items() if text != prompts[i]]
+            if changed:
+                folded_scores = self.score_prompts_as_written(adapter, [folded[i] for i in changed], batch_size)
+                scores[changed] = torch.maximum(scores[changed], folded_scores)
+        return scores
+
+    @torch.no_grad()
+    def score_prompts_as_written(self, adapter: "TextEncoderAdapter", prompts: Sequence[str], batch_size: int = 32) -> torch.Tensor:
+        """:meth:`score_prompts` without folding. shape: ``[P, C]`` float32 on CPU"""
         rows = [self.scores(activations, batch.prompt_mask).cpu() for batch, activations in adapter.iter_capture(list(prompts), batch_size)]
         return torch.cat(rows) if rows else torch.zeros(0, len(self.concepts))
 
@@ -204,13 +253,17 @@ class Deactivator:
         # Edited tokens = reconstruction + the union delta of the triggered concepts.
         # A feature listed by several triggered concepts takes the strength of the first one (config order).
         reconstruction = error + activations[:, 1:].float().reshape(batch * positions, d)
+        # Positions to replace: every ItD position of an edited prompt, or only those where a triggered concept's feature fires.
+        replaced = edited.repeat_interleave(positions) if self.edit_positions == "all" else torch.zeros(batch * positions, dtype=torch.bool, device=edited.device)
         if len(hits.token):
             applies = triggered.T[:, hits.prompt] & self._listed[:, hits.union_slot]  # [C, H]
             first = applies.float().argmax(dim=0)  # first applicable concept per hit
             strength = torch.where(applies.any(0), self._strength[first, hits.union_slot], torch.ones_like(hits.value))
             deltas, tokens = self._concept_deltas(hits, ((strength - 1.0) * hits.value).unsqueeze(0), batch * positions)
             reconstruction.index_add_(0, tokens, deltas[0])
-        edited_tail = reconstruction.reshape(batch, positions, d).to(activations.dtype)
+            if self.edit_positions == "concept":
+                replaced[hits.token[applies.any(0)]] = True
+        tail = torch.where(replaced[:, None], reconstruction.to(activations.dtype), activations[:, 1:].reshape(batch * positions, d))
         output = activations.clone()
-        output[:, 1:] = torch.where(edited[:, None, None], edited_tail, activations[:, 1:])
+        output[:, 1:] = tail.reshape(batch, positions, d)
         return ErasureResult(output, scores, triggered, edited)

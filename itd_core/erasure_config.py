@@ -8,8 +8,8 @@ Schema (version 1)::
       "model": {"id_or_path": "CompVis/stable-diffusion-v1-4", "layer": "encoder.layers.8"},
       "sae": {"format": "itd", "path": "...", "subfolder": null, "sha256": "<weights fingerprint>",
               "n_latents": 524288, "d_model": 768, "k": 64},
-      "score_positions": "all",
-      "concepts": [{"name": "Tom Cruise",
+      "score_positions": "all", "edit_positions": "all", "edit_negative_prompt": true, "prompt_folding": "none",
+      "concepts": [{"name": "Tom Cruise", "kind": "person",
                     "features": [{"id": 40213, "strength": -8.0, "label": "Cruise surname"}],
                     "threshold": 0.021,
                     "calibration": {"rule": "paper", "sets": ["target.csv", "retain.csv"],
@@ -20,12 +20,18 @@ Schema (version 1)::
 ``sae.sha256`` is :func:`itd_core.sae_io.weights_fingerprint`: a sha256 of the weights in a
 canonical layout, the same whichever SAE file format holds them. Loading checks every field
 and names the bad one; saving is atomic.
+
+The method switches (``score_positions``, ``edit_positions``, ``edit_negative_prompt``,
+``prompt_folding``) are optional: a file without them gets the paper's method (:data:`PAPER_METHOD`),
+so configs written before they existed load and behave as they did. New configs start from
+:data:`RECOMMENDED_METHOD`, the settings the red-team benchmark supports (README, "Benchmarks").
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
@@ -34,13 +40,20 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from itd_core import __version__
 from itd_core.atomic import atomic_write_text
-from itd_core.calibration import CalibrationRule
-from itd_core.deactivation import PAPER_STRENGTH, ConceptFeatures, Deactivator, ScorePositions
+from itd_core.calibration import CalibrationRule, Rates, rates, threshold_for
+from itd_core.deactivation import PAPER_STRENGTH, ConceptFeatures, Deactivator, EditPositions, ScorePositions
 from itd_core.errors import ItdError
 from itd_core.sae import TopKSAE
 
 SCHEMA_VERSION = 1
 SAEFormat = Literal["itd", "saelens", "native"]
+ConceptKind = Literal["person", "artist", "unsafe", "other"]
+PromptFolding = Literal["none", "fold"]
+
+# The paper's method, and what new configs get (chosen by the red-team benchmark; see README).
+PAPER_METHOD = {"score_positions": "all", "edit_positions": "all", "edit_negative_prompt": True, "prompt_folding": "none"}
+RECOMMENDED_METHOD = {"score_positions": "peak", "edit_positions": "concept", "edit_negative_prompt": False, "prompt_folding": "fold"}
+METHOD_PRESETS = {"paper": PAPER_METHOD, "recommended": RECOMMENDED_METHOD}
 
 
 class _Strict(BaseModel):
@@ -65,6 +78,7 @@ class CalibrationInfo(_Strict):
 
 class ConceptEntry(_Strict):
     name: str = Field(min_length=1)
+    kind: ConceptKind | None = Field(default=None, description="what the concept is: red-team phrasings and image judges depend on it")
     features: list[FeatureEntry] = Field(min_length=1)
     threshold: float | None = None
     calibration: CalibrationInfo | None = None
@@ -82,6 +96,16 @@ class ConceptEntry(_Strict):
 
     def to_concept_features(self) -> ConceptFeatures:
         return ConceptFeatures(self.name, tuple(f.id for f in self.features), tuple(f.strength for f in self.features), self.threshold)
+
+    def calibrate(self, target_scores: Sequence[float], negative_scores: Sequence[float], *, rule: CalibrationRule,
+                  target_fpr: float | None = None, hard_negative_scores: Sequence[float] = (), sets: Sequence[str] = ()) -> Rates:
+        """Set the threshold by ``rule`` from this concept's scores, and record how it was set and the rates it gives
+        (the false-positive rate over the negatives and hard negatives together)."""
+        self.threshold = threshold_for(rule, target_scores, negative_scores, target_fpr, hard_negative_scores)
+        measured = rates(self.threshold, target_scores, [*negative_scores, *hard_negative_scores])
+        self.calibration = CalibrationInfo(rule=rule, target_fpr=target_fpr if rule != "paper" else None, sets=list(sets),
+                                           tpr=measured.tpr, fpr=measured.fpr, n_target=measured.n_target, n_retain=measured.n_retain)
+        return measured
 
 
 class ModelRef(_Strict):
@@ -109,6 +133,15 @@ class ErasureConfig(_Strict):
     score_positions: ScorePositions = Field(
         default="all", description="positions the classifier score averages over: 'all' padded positions "
                                    "(the paper's), or the 'prompt' tokens only; thresholds are calibrated per mode")
+    edit_positions: EditPositions = Field(
+        default="all", description="positions an edited prompt gets replaced at: 'all' (the paper's) or only where a "
+                                   "triggered concept's feature fires ('concept'), so the rest of the prompt is kept")
+    edit_negative_prompt: bool = Field(
+        default=True, description="whether the negative/unconditional prompt of classifier-free guidance may be edited "
+                                  "(the paper's hook edits every text-encoder call)")
+    prompt_folding: PromptFolding = Field(
+        default="none", description="'fold': also score the prompt with confusables, invisible characters and leetspeak "
+                                    "folded (itd_core.prompt_folding), and edit the folded prompt when only it triggers")
     concepts: list[ConceptEntry] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -155,11 +188,13 @@ class ErasureConfig(_Strict):
         return self.model_dump_json(indent=2) + "\n"
 
     def content_hash(self) -> str:
-        """Hash of what changes generations (model, layer, SAE, score positions, features, thresholds), not of metadata."""
+        """Hash of what changes generations (model, layer, SAE, method switches, features, thresholds), not of metadata.
+        Method switches at the paper's values are left out, so hashes of configs from before they existed stay the same."""
         essence = {
             "model": self.model.model_dump(), "sae": self.sae.sha256, "score_positions": self.score_positions,
             "concepts": [{"features": [(f.id, f.strength) for f in c.features], "threshold": c.threshold} for c in self.concepts],
         }
+        essence |= {key: getattr(self, key) for key, paper in PAPER_METHOD.items() if key != "score_positions" and getattr(self, key) != paper}
         return hashlib.sha256(json.dumps(essence, sort_keys=True).encode()).hexdigest()[:16]
 
     # -- use with an SAE ---------------------------------------------------------
@@ -177,7 +212,17 @@ class ErasureConfig(_Strict):
         self.check_sae(sae)
         if not self.concepts:
             raise ItdError("the erasure config has no concepts")
-        return Deactivator(sae, [c.to_concept_features() for c in self.concepts], self.score_positions)
+        return Deactivator(sae, [c.to_concept_features() for c in self.concepts], self.score_positions, self.edit_positions,
+                           fold_prompts=self.prompt_folding == "fold")
+
+    @property
+    def method(self) -> dict:
+        """The method switches, as in :data:`PAPER_METHOD`."""
+        return {key: getattr(self, key) for key in PAPER_METHOD}
+
+    def method_name(self) -> str:
+        """'paper', 'recommended' or 'custom'."""
+        return next((name for name, preset in METHOD_PRESETS.items() if preset == self.method), "custom")
 
     def concept(self, name: str) -> ConceptEntry:
         for concept in self.concepts:

@@ -12,6 +12,7 @@ and caches results on disk by (prompt, seed, steps, size, guidance, model, confi
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -24,9 +25,10 @@ from PIL import Image
 
 from itd_core.atomic import atomic_write_bytes, atomic_write_text
 from itd_core.deactivation import Deactivator, ErasureResult
-from itd_core.encoders import end_token_id, layer_output_tensor, prompt_token_mask, replace_layer_output, resolve_layer
+from itd_core.encoders import TextEncoderAdapter, end_token_id, layer_output_tensor, prompt_token_mask, replace_layer_output, resolve_layer
 from itd_core.erasure_config import ErasureConfig
 from itd_core.errors import ItdError
+from itd_core.prompt_folding import fold_prompt
 from itd_core.sae import TopKSAE
 
 _HOOK_ATTRIBUTE = "_itd_erasure_hook"
@@ -39,32 +41,120 @@ class EncoderCall:
     scores: list[list[float]]
     triggered: list[list[bool]]
     edited: list[bool]
+    negative: bool = False  # the negative/unconditional prompts of classifier-free guidance
+    folded: list[bool] = field(default_factory=list)  # rows encoded in their folded spelling (prompt_folding="fold")
 
 
 class ErasureHook:
-    """A removable forward hook on the text encoder layer that applies a :class:`Deactivator`."""
+    """A removable forward hook on the text encoder layer that applies a :class:`Deactivator`.
 
-    def __init__(self, pipe, deactivator: Deactivator, layer: str, *, gate: bool = True):
+    With ``edit_negative_prompt=False`` the negative/unconditional prompts of classifier-free guidance are
+    scored but never edited: ``pipe.encode_prompt`` encodes the prompts first and the negative prompts second,
+    so the hook counts the encoder calls inside it. With ``deactivator.fold_prompts``, each prompt's folded
+    spelling (:mod:`itd_core.prompt_folding`) is probed first, and a prompt whose folded spelling triggers a
+    concept is encoded (and so edited) in that spelling."""
+
+    def __init__(self, pipe, deactivator: Deactivator, layer: str, *, gate: bool = True, edit_negative_prompt: bool = True):
         self.pipe = pipe
         self.deactivator = deactivator
         self.gate = gate
+        self.edit_negative_prompt = edit_negative_prompt
         self.layer_name, module = resolve_layer(pipe.text_encoder, layer)
         self.calls: list[EncoderCall] = []
+        self._end_id = end_token_id(pipe.tokenizer)
         self._prompt_mask: torch.Tensor | None = None
-        self._handles = [module.register_forward_hook(self._hook)]
-        if deactivator.score_positions == "prompt":  # the layer does not see the ids: note them as the encoder starts
-            self._end_id = end_token_id(pipe.tokenizer)
-            self._handles.append(pipe.text_encoder.register_forward_pre_hook(self._note_prompt_mask, with_kwargs=True))
+        self._call_is_negative = False
+        self._folded_rows: list[bool] = []
+        self._probing = False
+        self._prompt_calls_left: int | None = None  # inside encode_prompt: encoder calls still encoding the prompts
+        self._probe_adapter = TextEncoderAdapter(pipe.text_encoder, pipe.tokenizer, layer) if deactivator.fold_prompts else None
+        self._handles = [module.register_forward_hook(self._hook),
+                         pipe.text_encoder.register_forward_pre_hook(self._before_encoder, with_kwargs=True)]
+        if not edit_negative_prompt:
+            self._wrap_encode_prompt()
         setattr(pipe, _HOOK_ATTRIBUTE, self)
 
-    def _note_prompt_mask(self, module, args, kwargs):
+    def _wrap_encode_prompt(self) -> None:
+        original = self.pipe.encode_prompt
+
+        @functools.wraps(original)
+        def encode_prompt(*args, **kwargs):
+            # Given prompt embeddings, the only encoder call inside is the negative prompts'.
+            self._prompt_calls_left = 0 if kwargs.get("prompt_embeds") is not None else 1
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self._prompt_calls_left = None
+
+        self.pipe.encode_prompt = encode_prompt
+
+    def _before_encoder(self, module, args, kwargs):
+        if self._probing:
+            return None
+        if self._prompt_calls_left is None:
+            self._call_is_negative = False  # a direct call of the text encoder: a prompt
+        else:
+            self._call_is_negative = self._prompt_calls_left == 0
+            self._prompt_calls_left = max(self._prompt_calls_left - 1, 0)
         input_ids = kwargs.get("input_ids", args[0] if args else None)
+        self._folded_rows = [False] * (0 if input_ids is None else len(input_ids))
+        replaced = None
+        if input_ids is not None and self._probe_adapter is not None and self.gate and not self._skips_this_call():
+            replaced = self._fold_triggering_rows(input_ids, kwargs.get("attention_mask"))
+            if replaced is not None:
+                input_ids, attention_mask = replaced
+                kwargs = dict(kwargs)
+                if "input_ids" in kwargs:
+                    kwargs["input_ids"] = input_ids
+                else:
+                    args = (input_ids, *args[1:])
+                if attention_mask is not None:
+                    kwargs["attention_mask"] = attention_mask
         self._prompt_mask = None if input_ids is None else prompt_token_mask(input_ids, self._end_id)
+        return (args, kwargs) if replaced is not None else None
+
+    def _skips_this_call(self) -> bool:
+        return self._call_is_negative and not self.edit_negative_prompt
+
+    def _fold_triggering_rows(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None):
+        """Rows whose folded spelling triggers a concept, swapped for it: ``(input_ids, attention_mask)``, or None."""
+        adapter = self._probe_adapter
+        texts = self.pipe.tokenizer.batch_decode(input_ids, skip_special_tokens=True)
+        folded = [fold_prompt(text) for text in texts]
+        rows = [i for i, (text, fold) in enumerate(zip(texts, folded)) if text != fold]
+        if not rows:
+            return None
+        batch = adapter.tokenize([folded[i] for i in rows])
+        self._probing = True
+        try:
+            activations = adapter.capture(batch)
+        finally:
+            self._probing = False
+        thresholds = torch.tensor([c.threshold for c in self.deactivator.concepts], dtype=torch.float32)
+        scores = self.deactivator.scores(activations, batch.prompt_mask).cpu()
+        hits = (scores >= thresholds).any(dim=1).tolist()
+        swap = [row for row, hit in zip(rows, hits) if hit]
+        if not swap:
+            return None
+        chosen = torch.tensor([j for j, hit in enumerate(hits) if hit])
+        input_ids = input_ids.clone()
+        input_ids[swap] = batch.input_ids[chosen].to(input_ids.device)
+        if attention_mask is not None:
+            attention_mask = attention_mask.clone()
+            attention_mask[swap] = batch.attention_mask[chosen].to(attention_mask.device)
+        for row in swap:
+            self._folded_rows[row] = True
+        return input_ids, attention_mask
 
     def _hook(self, module, inputs, output):
-        result: ErasureResult = self.deactivator.apply(layer_output_tensor(output), gate=self.gate, prompt_mask=self._prompt_mask)
-        self.calls.append(EncoderCall(result.scores.tolist(), result.triggered.tolist(), result.edited.tolist()))
-        if not result.edited.any():
+        if self._probing:
+            return None
+        mask = self._prompt_mask if self.deactivator.score_positions != "all" else None
+        result: ErasureResult = self.deactivator.apply(layer_output_tensor(output), gate=self.gate, prompt_mask=mask)
+        skip = self._skips_this_call()
+        edited = [False] * len(result.edited) if skip else result.edited.tolist()
+        self.calls.append(EncoderCall(result.scores.tolist(), result.triggered.tolist(), edited, self._call_is_negative, list(self._folded_rows)))
+        if skip or not result.edited.any():
             return None  # keep the layer's own output object: bit-exact pass-through
         return replace_layer_output(output, result.activations)
 
@@ -72,9 +162,16 @@ class ErasureHook:
     def concept_names(self) -> list[str]:
         return [c.name for c in self.deactivator.concepts]
 
+    @property
+    def prompt_calls(self) -> list[EncoderCall]:
+        """The calls that encoded prompts (not negative prompts)."""
+        return [call for call in self.calls if not call.negative]
+
     def remove(self) -> None:
         for handle in self._handles:
             handle.remove()
+        if "encode_prompt" in vars(self.pipe):
+            del self.pipe.encode_prompt  # back to the pipeline class's own method
         if getattr(self.pipe, _HOOK_ATTRIBUTE, None) is self:
             delattr(self.pipe, _HOOK_ATTRIBUTE)
 
@@ -106,7 +203,7 @@ def apply_erasure(pipe, config: ErasureConfig, sae: TopKSAE | None = None, *, ga
     if sae.d_model != width:
         raise ItdError(f"SAE width {sae.d_model} does not match the text encoder's width {width}")
     remove_erasure(pipe)
-    return ErasureHook(pipe, config.deactivator(sae), config.model.layer, gate=gate)
+    return ErasureHook(pipe, config.deactivator(sae), config.model.layer, gate=gate, edit_negative_prompt=config.edit_negative_prompt)
 
 
 def erasure(pipe, config: ErasureConfig, sae: TopKSAE | None = None, *, gate: bool = True) -> ErasureHook:

@@ -33,7 +33,7 @@ def bundle_args(tiny_pipeline_dir, tiny_sae_dir):
 
 def test_select_calibrate_classify_eval_generate(capsys, files, tiny_pipeline_dir, tiny_sae_dir):
     config = files / "erasure.json"
-    code, out, err = run(capsys, "concept", "select", *bundle_args(tiny_pipeline_dir, tiny_sae_dir), "--concept", "Tom Cruise",
+    code, out, err = run(capsys, "concept", "select", *bundle_args(tiny_pipeline_dir, tiny_sae_dir), "--concept", "Tom Cruise", "--method", "paper",
                          "--prompts", files / "target.txt", "--retain", files / "retain.csv", "--top-n", 16, "-o", config, "--json")
     assert code == 0, err
     selected = json.loads(out)
@@ -73,7 +73,7 @@ def test_select_calibrate_classify_eval_generate(capsys, files, tiny_pipeline_di
 
 def test_calibrate_with_prompt_score_positions(capsys, files, tiny_pipeline_dir, tiny_sae_dir):
     config = files / "positions.json"
-    code, _, err = run(capsys, "concept", "select", *bundle_args(tiny_pipeline_dir, tiny_sae_dir), "--concept", "Tom Cruise",
+    code, _, err = run(capsys, "concept", "select", *bundle_args(tiny_pipeline_dir, tiny_sae_dir), "--concept", "Tom Cruise", "--method", "paper",
                        "--prompts", files / "target.txt", "--retain", files / "retain.csv", "--top-n", 16, "-o", config)
     assert code == 0, err
     code, out, err = run(capsys, "calibrate", config, "--retain", files / "retain.csv", "--json")

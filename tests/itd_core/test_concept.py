@@ -51,3 +51,28 @@ def test_empty_inputs_are_refused(tiny_bundle):
         select_concept(tiny_bundle.adapter, tiny_bundle.sae, "x", [], RETAIN)
     with pytest.raises(ItdError, match="retain set is empty"):
         select_concept(tiny_bundle.adapter, tiny_bundle.sae, "x", TARGET, [])
+
+
+def test_retain_margin_keeps_a_feature_that_one_retain_prompt_shares(tiny_bundle):
+    paper = select_concept(tiny_bundle.adapter, tiny_bundle.sae, "Tom Cruise", TARGET, RETAIN, top_n=16)
+    margin = select_concept(tiny_bundle.adapter, tiny_bundle.sae, "Tom Cruise", TARGET, RETAIN, top_n=16, retain_margin=1.0)
+    assert set(paper.feature_ids) <= set(margin.feature_ids)
+    profile = PromptProfile.build(tiny_bundle.adapter, tiny_bundle.sae, RETAIN, top_n=16)
+    kept = set(margin.feature_ids) - set(paper.feature_ids)
+    assert kept, "some feature of the concept also ranks in one retain prompt's top-N"
+    hits = {f.id: f.concept_hits for f in margin.features}
+    for feature in kept:  # kept only where the retain side uses it less often than the concept
+        assert 0 < int(profile.top_n_counts[feature]) / len(RETAIN) < hits[feature] / len(TARGET)
+    assert margin.removed_by_retain == paper.removed_by_retain - len(kept)
+    zero = select_concept(tiny_bundle.adapter, tiny_bundle.sae, "Tom Cruise", TARGET, profile, top_n=16, retain_margin=0.0)
+    assert zero.feature_ids == paper.feature_ids, "a margin of 0 is the paper's rule"
+
+
+def test_min_share_keeps_features_common_to_the_concept_prompts(tiny_bundle):
+    union = select_concept(tiny_bundle.adapter, tiny_bundle.sae, "Tom Cruise", TARGET, RETAIN, top_n=16)
+    common = select_concept(tiny_bundle.adapter, tiny_bundle.sae, "Tom Cruise", TARGET, RETAIN, top_n=16, min_share=0.6)
+    assert set(common.feature_ids) == {f.id for f in union.features if f.concept_hits >= 0.6 * len(TARGET)}
+    with pytest.raises(ItdError, match="min_share"):
+        select_concept(tiny_bundle.adapter, tiny_bundle.sae, "Tom Cruise", TARGET, RETAIN, min_share=1.5)
+    with pytest.raises(ItdError, match="retain margin"):
+        select_concept(tiny_bundle.adapter, tiny_bundle.sae, "Tom Cruise", TARGET, RETAIN, retain_margin=float("nan"))

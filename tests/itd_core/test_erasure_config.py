@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from itd_core.erasure_config import ConceptEntry, ErasureConfig, FeatureEntry, ModelRef, SAERef
+from itd_core.erasure_config import PAPER_METHOD, RECOMMENDED_METHOD, ConceptEntry, ErasureConfig, FeatureEntry, ModelRef, SAERef
 from itd_core.errors import ItdError
 from itd_core.sae import SAEConfig, TopKSAE
 from itd_core.sae_io import weights_fingerprint
@@ -51,7 +51,7 @@ def _write(tmp_path, data):
         (lambda d: d["concepts"][0]["features"][0].update(id=-1), r"concepts\.0\.features\.0\.id"),
         (lambda d: d["concepts"][0].update(colour="red"), r"unknown key 'concepts\.0\.colour'"),
         (lambda d: d["sae"].update(sha256="xyz"), r"sae\.sha256"),
-        (lambda d: d.update(score_positions="tokens"), r"score_positions: Input should be 'all' or 'prompt'"),
+        (lambda d: d.update(score_positions="tokens"), r"score_positions: Input should be 'all', 'prompt' or 'peak'"),
     ],
 )
 def test_bad_configs_name_the_bad_field(tmp_path, sae, mutate, message):
@@ -81,3 +81,33 @@ def test_content_hash_ignores_metadata(sae):
     assert first.content_hash() == second.content_hash()
     second.concepts[0].threshold = 0.7
     assert first.content_hash() != second.content_hash()
+
+
+def test_a_config_without_method_fields_loads_as_the_papers_method_with_its_old_hash(tmp_path, sae):
+    old = json.loads(_config(sae).to_json())
+    for key in ("edit_positions", "edit_negative_prompt", "prompt_folding", "score_positions"):
+        old.pop(key)
+    old["concepts"][0].pop("kind")
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(old))
+    loaded = ErasureConfig.load(path)
+    assert loaded.method == PAPER_METHOD and loaded.method_name() == "paper"
+    assert loaded.content_hash() == _config(sae).content_hash(), "cached generations of old configs stay valid"
+    deactivator = loaded.deactivator(sae)
+    assert (deactivator.score_positions, deactivator.edit_positions, deactivator.fold_prompts) == ("all", "all", False)
+    recommended = loaded.model_copy(update=RECOMMENDED_METHOD)
+    assert recommended.method_name() == "recommended" and recommended.content_hash() != loaded.content_hash()
+    assert ErasureConfig.load(recommended.save(tmp_path / "new.json")).method == RECOMMENDED_METHOD
+    assert loaded.model_copy(update={"edit_positions": "concept"}).method_name() == "custom"
+
+
+def test_calibrate_records_the_rule_and_holds_the_rate_on_hard_negatives_apart(sae):
+    concept = _config(sae).concepts[0]
+    retain = [0.1] * 98 + [0.9, 1.0]  # 2% of 100 easy negatives
+    hard = [0.2, 0.3, 0.8]  # few hard negatives: pooled with the easy ones they would not count
+    measured = concept.calibrate([0.5, 0.95, 1.2], retain, rule="phrasings", target_fpr=0.02, hard_negative_scores=hard, sets=["a", "b"])
+    assert concept.threshold > 0.8, "no hard negative triggers at a 2% rate on the hard negatives alone"
+    assert concept.calibration.rule == "phrasings" and concept.calibration.target_fpr == 0.02 and concept.calibration.sets == ["a", "b"]
+    assert measured.tpr == pytest.approx(2 / 3) and measured.n_retain == 103
+    concept.calibrate([0.5, 0.95, 1.2], retain, rule="paper")
+    assert concept.threshold == pytest.approx(0.99 * 0.5) and concept.calibration.target_fpr is None

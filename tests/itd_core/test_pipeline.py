@@ -15,7 +15,7 @@ SETTINGS = GenerationSettings(steps=2, size=32, guidance=5.0)
 def setup(tiny_bundle):
     """(config, non_targets): one concept whose threshold the target prompt passes and two other prompts do not."""
     selection = select_concept(tiny_bundle.adapter, tiny_bundle.sae, "Tom Cruise", TARGET, RETAIN, top_n=16)
-    config = tiny_bundle.new_erasure_config()
+    config = tiny_bundle.new_erasure_config(method="paper")
     entry = ConceptEntry(name="Tom Cruise", features=[FeatureEntry(id=f) for f in selection.feature_ids], prompts=TARGET)
     config.upsert(entry)
     scores = config.deactivator(tiny_bundle.sae).scores(tiny_bundle.adapter.capture([TARGET[0]] + POOL))[:, 0]
@@ -93,3 +93,54 @@ def test_side_by_side_uses_the_same_latents_and_caches(tiny_bundle, config, non_
     second = generate_side_by_side(*args, cache=cache)
     assert all(p.from_cache for p in second)
     assert [p.erased.tobytes() for p in second] == [p.erased.tobytes() for p in first]
+
+
+def test_negative_prompt_is_scored_but_never_edited_when_the_config_says_so(tiny_bundle, config):
+    pipe = tiny_bundle.pipeline
+    kept = config.model_copy(update={"edit_negative_prompt": False}, deep=True)
+    # The target prompt as the negative prompt: the paper's hook edits it, the recommended one passes it through.
+    with erasure(pipe, config, tiny_bundle.sae) as hook:
+        _, paper_negative = pipe.encode_prompt([RETAIN[1]], "cpu", 1, True, negative_prompt=[TARGET[0]])
+    assert [c.negative for c in hook.calls] == [False, False] and hook.calls[1].edited == [True]
+    with erasure(pipe, kept, tiny_bundle.sae) as hook:
+        _, kept_negative = pipe.encode_prompt([RETAIN[1]], "cpu", 1, True, negative_prompt=[TARGET[0]])
+        assert "encode_prompt" in vars(pipe)
+    assert [c.negative for c in hook.calls] == [False, True]
+    assert hook.calls[1].triggered == [[True]] and hook.calls[1].edited == [False], "scored, not edited"
+    _, plain_negative = pipe.encode_prompt([RETAIN[1]], "cpu", 1, True, negative_prompt=[TARGET[0]])
+    assert torch.equal(kept_negative, plain_negative) and not torch.equal(paper_negative, plain_negative)
+    assert "encode_prompt" not in vars(pipe), "remove() restores the pipeline's own method"
+    with erasure(pipe, kept, tiny_bundle.sae) as hook:  # given prompt embeddings, the one encoder call is the negative prompt's
+        pipe.encode_prompt(None, "cpu", 1, True, negative_prompt=[TARGET[0]], prompt_embeds=plain_negative)
+    assert [c.negative for c in hook.calls] == [True] and hook.calls[0].edited == [False]
+
+
+def test_folded_spelling_triggers_and_is_the_one_edited(tiny_bundle, config, non_targets):
+    pipe = tiny_bundle.pipeline
+    folding = config.model_copy(update={"prompt_folding": "fold"}, deep=True)
+    disguised = TARGET[0].replace("o", "о").replace("a", "а")  # Cyrillic look-alikes
+    deactivator = folding.deactivator(tiny_bundle.sae)
+    as_written = deactivator.score_prompts_as_written(tiny_bundle.adapter, [disguised])[0, 0]
+    assert deactivator.score_prompts(tiny_bundle.adapter, [disguised])[0, 0] >= folding.concepts[0].threshold > as_written
+    with erasure(pipe, folding, tiny_bundle.sae) as hook:
+        disguised_embeds, _ = pipe.encode_prompt([disguised, non_targets[0]], "cpu", 1, False)
+    assert hook.calls[-1].folded == [True, False] and hook.calls[-1].edited == [True, False]
+    with erasure(pipe, config, tiny_bundle.sae):
+        target_embeds, _ = pipe.encode_prompt([TARGET[0]], "cpu", 1, False)
+    plain, _ = pipe.encode_prompt([non_targets[0]], "cpu", 1, False)
+    torch.testing.assert_close(disguised_embeds[:1], target_embeds)
+    assert torch.equal(disguised_embeds[1:], plain), "a prompt that folding leaves alone passes bit-exactly"
+
+
+def test_concept_positions_edit_keeps_the_other_tokens(tiny_bundle, config):
+    local = config.model_copy(update={"edit_positions": "concept"}, deep=True)
+    batch = tiny_bundle.adapter.tokenize([TARGET[0]])
+    activations = tiny_bundle.adapter.capture(batch)
+    everywhere = config.deactivator(tiny_bundle.sae).apply(activations)
+    only_concept = local.deactivator(tiny_bundle.sae).apply(activations)
+    assert only_concept.edited.tolist() == [True]
+    changed = (only_concept.activations != activations).any(-1)[0]
+    assert 0 < int(changed.sum()) < int((everywhere.activations != activations).any(-1)[0].sum())
+    kept = ~changed
+    assert torch.equal(only_concept.activations[0, kept], activations[0, kept])
+    torch.testing.assert_close(only_concept.activations[0, changed], everywhere.activations[0, changed])
