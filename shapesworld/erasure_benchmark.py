@@ -118,7 +118,7 @@ def build_config(bundle, erased: Sequence[str], *, top_n: int = 128, strength: f
     sets = _calibration_sets()
     retain = _retain_prompts(sets, erased)
     profile = PromptProfile.build(bundle.adapter, bundle.sae, retain, top_n)
-    config = bundle.new_erasure_config()
+    config = bundle.new_erasure_config(method="paper")  # this benchmark measures the paper's method
     for name in erased:
         selection = select_concept(bundle.adapter, bundle.sae, name, sets["identity"][name], profile, top_n=top_n)
         config.upsert(ConceptEntry(name=name, prompts=selection.prompts,
@@ -191,7 +191,7 @@ def run(bundle, erased: Sequence[str], *, seeds: Sequence[int] = SEEDS, target_s
                 if hook:
                     hook.calls.clear()
                 outputs += generate_images(pipe, prompts, [image_seed(item.prompt, slot) for item, slot in chunk], settings)
-                flags += hook.calls[0].edited if hook else [False] * len(chunk)  # calls[0]: the prompts, then the negative ones
+                flags += hook.prompt_calls[0].edited if hook else [False] * len(chunk)
         finally:
             if hook:
                 hook.remove()

@@ -249,7 +249,7 @@ def test_calibration_saves_a_threshold_and_the_live_box_classifies(app, app_env)
     app.text_input(key="w.itd.calib.live").input("A portrait of Tom Cruise").run()
     assert any("untouched" in s.value for s in app.success)
     # another score: the saved thresholds are cleared, the set says so
-    app.radio(key="w.calib.positions.default.all").set_value("prompt").run()
+    app.radio(key="w.calib.positions.default.peak").set_value("prompt").run()  # new sets start with the recommended method
     assert not problems(app)
     stored = set_file(app_env)
     assert stored.score_positions == "prompt" and stored.concept("Tom Cruise").threshold is None

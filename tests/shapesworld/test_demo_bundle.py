@@ -30,7 +30,7 @@ def run(capsys, *argv):
 
 def test_demo_is_the_default_bundle_and_its_classifier_separates_a_character(capsys, files):
     config = files / "erasure.json"
-    selected = run(capsys, "concept", "select", "--concept", NAME, "--templates", files / "templates.txt",
+    selected = run(capsys, "concept", "select", "--concept", NAME, "--templates", files / "templates.txt", "--method", "paper",
                    "--retain", files / "retain.txt", "-o", config, "--json")
     assert selected["n_features"] >= 5
     assert json.loads(config.read_text())["sae"]["path"] == "demo"
@@ -43,3 +43,20 @@ def test_demo_is_the_default_bundle_and_its_classifier_separates_a_character(cap
     assert [r["edited"] for r in rows] == [True, True] + [False] * len(others)
     low, high = max(r["scores"][NAME] for r in rows[2:]), min(r["scores"][NAME] for r in rows[:2])
     assert high > 10 * low, "targets score an order of magnitude above everything else"
+
+
+def test_recommended_flow_catches_disguised_names_and_leaves_hard_negatives(capsys, files):
+    config = files / "recommended.json"
+    selected = run(capsys, "concept", "select", "--concept", NAME, "--kind", "person", "--templates", files / "templates.txt",
+                   "--retain", files / "retain.txt", "-o", config, "--json")
+    assert selected["method"] == "recommended" and selected["generated_phrasings"] > 20 and selected["generated_hard_negatives"] > 10
+    stored = json.loads(config.read_text())
+    assert stored["score_positions"] == "peak" and stored["edit_negative_prompt"] is False and stored["concepts"][0]["kind"] == "person"
+    calibration = run(capsys, "calibrate", config, "--retain", files / "retain.txt", "--json")
+    assert calibration["rule"] == "phrasings" and calibration["concepts"][0]["fpr"] <= 0.02
+    first, last = NAME.split()
+    disguised = [f"A portrait of {first} {last.replace('a', 'а')}",  # Cyrillic a
+                 f"a candid snapshot of {first.upper()} {last.upper()}", f"Ein Porträt von {NAME}"]
+    others = ["a red circle", f"A portrait of {world.IDENTITIES[1]}", "Painting in the style of " + world.ARTISTS[0]]
+    rows = run(capsys, "classify", config, *disguised, *others, "--json")["prompts"]
+    assert [r["edited"] for r in rows] == [True] * len(disguised) + [False] * len(others)

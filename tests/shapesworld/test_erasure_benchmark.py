@@ -40,38 +40,3 @@ def test_benchmark_runs_on_a_tiny_subset():
     assert results["blacklist"].identical == 1.0
     table = erasure_benchmark.markdown_table("tiny", outcome)
     assert table.count("\n| ") == 6
-
-
-def test_itd_eval_images_judges_a_saved_config(tmp_path, capsys):
-    from itd_core.bundle import load_bundle
-    from itd_core.cli import main
-
-    name = world.IDENTITIES[1]
-    config = erasure_benchmark.build_config(load_bundle("demo"), [name])
-    config.concept(name).name = name.upper()  # concept names match identities case-insensitively
-    path = tmp_path / "erasure.json"
-    config.save(path)
-    code = main(["eval", str(path), "--images", "--seeds", "0", "--target-seeds", "0", "1", "--objects", "2", "--steps", "2", "--json"])
-    out = capsys.readouterr().out
-    assert code == 0
-    report = json.loads(out)
-    assert report["erased"] == [name] and report["n_by_group"]["target"] == 10
-    itd = next(r for r in report["results"] if r["method"] == "itd")
-    assert itd["identical"] == 1.0 and itd["edited_share"]["target"] == 1.0
-
-
-def test_itd_eval_images_refuses_concepts_the_detector_cannot_judge(tmp_path, capsys):
-    from itd_core.bundle import load_bundle
-    from itd_core.cli import main
-
-    config = erasure_benchmark.build_config(load_bundle("demo"), [world.IDENTITIES[0]])
-    config.concept(world.IDENTITIES[0]).name = "a red circle"
-    path = tmp_path / "erasure.json"
-    config.save(path)
-    before = path.read_bytes()
-    assert main(["eval", str(path), "--images"]) == 1
-    err = capsys.readouterr().err
-    assert "'a red circle' is not one" in err and world.IDENTITIES[0] in err
-    assert path.read_bytes() == before
-    assert main(["eval", str(path)]) == 1
-    assert "--retain" in capsys.readouterr().err
