@@ -5,6 +5,8 @@ calibration and classification), computed for every concept of the set at once. 
 three groups are the concept's *target* prompts (default: the prompts its features were
 selected from), *retain* prompts (things to keep; the false-positive rate rule uses them) and
 *general* prompts (anything else worth watching; shown, and counted as non-targets in the ROC).
+The ``phrasings`` rule is the false-positive-rate rule meant for retain prompts that include generated
+hard negatives (and targets that include generated phrasings: :func:`app_support.prompt_sets.red_team_sets`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from itd_core.calibration import CalibrationRule, fpr_threshold, paper_threshold, rates, roc_curve
+from itd_core.calibration import CalibrationRule, fpr_threshold, paper_threshold, rates, roc_curve, threshold_for
 from itd_core.deactivation import Deactivator
 from itd_core.encoders import TextEncoderAdapter
 from itd_core.erasure_config import CalibrationInfo, ErasureConfig
@@ -81,6 +83,10 @@ def choose_threshold(scores: ConceptScores, rule: CalibrationRule, *, target_fpr
         if target_fpr is None:
             raise ItdError("choose a target false-positive rate")
         return fpr_threshold(scores.retain, target_fpr)
+    if rule == "phrasings":
+        if target_fpr is None:
+            raise ItdError("choose a target false-positive rate")
+        return threshold_for(rule, scores.target, scores.retain, target_fpr)
     if rule == "manual":
         if manual is None or not np.isfinite(manual):
             raise ItdError("type a threshold")
@@ -99,7 +105,7 @@ class ThresholdReport:
     n_general: int
 
     def calibration_info(self, rule: CalibrationRule, sets: Sequence[str], target_fpr: float | None = None) -> CalibrationInfo:
-        return CalibrationInfo(rule=rule, target_fpr=target_fpr if rule == "fpr" else None, sets=list(sets),
+        return CalibrationInfo(rule=rule, target_fpr=target_fpr if rule in ("fpr", "phrasings") else None, sets=list(sets),
                                tpr=self.tpr, fpr=self.fpr_retain, n_target=self.n_target, n_retain=self.n_retain)
 
 
@@ -132,7 +138,7 @@ def classify(adapter: TextEncoderAdapter, sae: TopKSAE, config: ErasureConfig, p
         raise ItdError("type a prompt to classify")
     deactivator = scoring_deactivator(config, sae)
     batch = adapter.tokenize([prompt])
-    scores = deactivator.scores(adapter.capture(batch), batch.prompt_mask)[0].tolist()
+    scores = deactivator.score_prompts(adapter, [prompt])[0].tolist()  # as the hook decides, folding included
     rows = []
     for concept, score in zip(config.concepts, scores):
         triggers = None if concept.threshold is None else bool(score >= concept.threshold)

@@ -9,6 +9,12 @@ Sources, in this order, all optional:
   the object prompts used as its retain set, and one preset concept per fictional identity
   and artist.
 
+Generated sets (:func:`red_team_sets`), for calibration: phrasings of a concept that its templates
+do not use (:func:`itd_core.redteam.attack_prompts`) as targets and hard negatives
+(:func:`itd_core.redteam.hard_negatives`) as retain prompts, both from the calibration split so that
+the red-team benchmark's evaluation split stays unseen. On the demo, the world supplies the context
+phrases and the other names of the concept's kind.
+
 Nothing is downloaded; a missing source is skipped, and the user can always type prompts.
 """
 
@@ -16,7 +22,9 @@ from __future__ import annotations
 
 import csv
 import importlib
-from dataclasses import dataclass
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -180,3 +188,98 @@ def corpus_choices(is_demo: bool) -> tuple[list[str], list[str]]:
 def corpus_prompts(is_demo: bool, chosen: list[str], typed: str = "") -> list[str]:
     prompts = list(world_captions()) if WORLD_CAPTIONS in chosen else []
     return list(dict.fromkeys(prompts + combine(available_prompt_sets(is_demo), [c for c in chosen if c != WORLD_CAPTIONS], typed)))
+
+
+# --------------------------------------------------------------------------- generated red-team sets
+
+RED_TEAM_KINDS = ("person", "artist", "unsafe")
+RED_TEAM_SPLIT = "calibration"  # the benchmark evaluates on the other split
+
+
+def generated_phrasings_name(concept: str) -> str:
+    return f"Generated phrasings of {concept} (red team, {RED_TEAM_SPLIT} split)"
+
+
+def generated_negatives_name(concept: str) -> str:
+    return f"Generated hard negatives of {concept}"
+
+
+def demo_concept_name(name: str) -> str | None:
+    """The ShapesWorld concept a set's concept name stands for (the world's spelling), or None when the world does
+    not know it. A trailing remark in brackets is dropped, so the demo's preset "unsafe (gore)" is "unsafe"."""
+    try:
+        from shapesworld.redteam_benchmark import concept_kind, world_name
+    except Exception:  # noqa: BLE001 - no demo in this checkout
+        return None
+    for candidate in dict.fromkeys([name, re.sub(r"\s*\([^)]*\)\s*$", "", name)]):
+        try:
+            concept_kind(candidate)
+        except ItdError:
+            continue
+        return world_name(candidate)
+    return None
+
+
+def red_team_kind(name: str, kind: str | None, is_demo: bool = False) -> str:
+    """The kind to generate prompts for: the concept's own ``kind`` when it is one the generator knows; else, on
+    the demo, the world's kind of the name; else person."""
+    if kind in RED_TEAM_KINDS:
+        return kind
+    world = demo_concept_name(name) if is_demo else None
+    if world is not None:
+        from shapesworld.redteam_benchmark import concept_kind
+
+        return concept_kind(world)
+    return "person"
+
+
+def red_team_vocabulary(name: str, concept_names: Sequence[str] = (), is_demo: bool = False) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
+    """(spelling, others, context) for the generator. On the demo: the world's spelling of the name, the world's
+    other names of its kind and the world's object phrases; for a name the world does not know, and off the demo,
+    the other concepts of the set stand in as ``others`` (and the generator's own context phrases are used off the demo)."""
+    in_set = tuple(n for n in dict.fromkeys(concept_names) if n != name)
+    if not is_demo:
+        return name, in_set, ()
+    world = demo_concept_name(name)
+    try:
+        from shapesworld import redteam_benchmark as bench
+    except Exception:  # noqa: BLE001 - an unfinished demo: generate as off the demo
+        return name, in_set, ()
+    context = tuple(bench.context_phrases())
+    if world is None:
+        return name, in_set, context
+    return world, tuple(bench.other_names(world)), context
+
+
+@dataclass(frozen=True)
+class RedTeamSets:
+    """A concept's generated phrasings (target set) and hard negatives (retain set), and a row per family."""
+
+    phrasings: PromptSet
+    negatives: PromptSet
+    families: list[dict] = field(default_factory=list)  # set, family, description, prompts, example
+
+
+def red_team_sets(name: str, kind: str, *, concept_names: Sequence[str] = (), is_demo: bool = False, seed: int = 0,
+                  per_family: int = 4) -> RedTeamSets:
+    """Generated phrasings and hard negatives of concept ``name`` (calibration split), named as the pickers show them.
+    A pure function of its arguments (the generator is seeded)."""
+    from itd_core import redteam
+
+    spelling, others, context = red_team_vocabulary(name, concept_names, is_demo)
+    shared = {"split": RED_TEAM_SPLIT, "seed": int(seed), "per_family": int(per_family), "context": context}
+    attacks = redteam.attack_prompts(spelling, kind, **shared)
+    negatives = redteam.hard_negatives(spelling, kind, others=others, **shared)
+    where = f"itd_core.redteam ({kind}, seed {int(seed)}, {int(per_family)} per family)"
+    rows = []
+    for label, generated, descriptions, negative in (("phrasings", attacks, redteam.ATTACK_FAMILIES, False),
+                                                      ("hard negatives", negatives, redteam.NEGATIVE_FAMILIES, True)):
+        for family in redteam.family_names(kind, negative=negative):
+            prompts = [p.prompt for p in generated if p.family == family]
+            rows.append({"set": label, "family": family, "description": descriptions[family], "prompts": len(prompts),
+                         "example": prompts[0] if prompts else ""})
+    return RedTeamSets(
+        phrasings=PromptSet(generated_phrasings_name(name), tuple(dict.fromkeys(p.prompt for p in attacks)), where),
+        negatives=PromptSet(generated_negatives_name(name), tuple(dict.fromkeys(p.prompt for p in negatives)), where),
+        families=rows,
+    )

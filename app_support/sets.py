@@ -279,10 +279,10 @@ def set_threshold(config: ErasureConfig, concept: str, threshold: float | None, 
 
 
 def set_score_positions(config: ErasureConfig, score_positions: str) -> ErasureConfig:
-    """Switch what the classifier score averages over ("all" or "prompt"); every concept's threshold
+    """Switch what the classifier score averages over ("all", "prompt" or "peak"); every concept's threshold
     is cleared, since thresholds calibrated under one mode do not carry over."""
     if score_positions not in SCORE_POSITIONS:
-        raise ItdError(f"score positions must be 'all' or 'prompt', not {score_positions!r}")
+        raise ItdError(f"score positions must be one of {', '.join(SCORE_POSITIONS)}, not {score_positions!r}")
     if score_positions != config.score_positions:
         config.score_positions = score_positions
         for entry in config.concepts:

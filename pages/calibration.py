@@ -6,14 +6,17 @@ import streamlit as st
 
 from app_support import sets as set_ops
 from app_support.calibration import ConceptScores, choose_threshold, features_hash, report
-from app_support.prompt_sets import available_prompt_sets, combine, default_retain, lines
+from app_support.prompt_sets import (RED_TEAM_KINDS, available_prompt_sets, combine, default_retain, generated_negatives_name,
+                                     generated_phrasings_name, lines, red_team_kind, red_team_sets)
 from itd_core.errors import ItdError
 from pages import common
 
 common.frame()
 K_SCORES = "itd.calib.scores"
-RULES = {"paper": "Paper: 0.99 x lowest target score", "fpr": "False-positive rate on the retain set", "manual": "By hand"}
-POSITIONS = {"all": "every padded position (the paper's)", "prompt": "the prompt's own tokens"}
+RULES = {"paper": "Paper: 0.99 x lowest target score", "fpr": "False-positive rate on the retain set",
+         "phrasings": "Phrasings: false-positive rate on retain + generated hard negatives", "manual": "By hand"}
+POSITIONS = {"all": "every padded position (the paper's)", "prompt": "the prompt's own tokens",
+             "peak": "the prompt's highest-scoring tokens"}
 
 st.title("Classifier calibration")
 st.caption("ItD edits a prompt only when its score for a concept (the error of the concept-deactivated SAE reconstruction) "
@@ -49,19 +52,43 @@ with t_col:
     st.markdown("**Target prompts** (contain the concept)")
     target_text = st.text_area("Target prompts (one per line)", value="\n".join(concept.prompts), key=f"w.calib.target.{concept_name}", height=160,
                                help="default: the prompts the concept's features were selected from")
+    use_phrasings = common.keep("itd.calib.gen_target", st.checkbox(
+        generated_phrasings_name(concept_name), key=common.remember("itd.calib.gen_target", False),
+        help="add generated attacks on the concept (paraphrases, misspellings, look-alike letters, ...) to the targets"))
 with r_col:
     st.markdown("**Retain prompts** (must stay untouched)")
     retain_default = default_retain(sets)
     retain_sets = common.keep("itd.calib.retain_sets", st.multiselect("Shipped retain sets", list(sets), format_func=lambda n: f"{n} ({len(sets[n].prompts):,})", key=common.remember("itd.calib.retain_sets", retain_default, sets)))
     retain_text = common.keep("itd.calib.retain_typed", st.text_area("More retain prompts (one per line)", key=common.remember("itd.calib.retain_typed", ""), height=68))
+    use_negatives = common.keep("itd.calib.gen_negatives", st.checkbox(
+        generated_negatives_name(concept_name), key=common.remember("itd.calib.gen_negatives", False),
+        help="add generated look-alikes that must pass untouched (other names, shared first names, ...) to the retain prompts"))
 with g_col:
     st.markdown("**General prompts** (anything else to watch)")
     general_sets = common.keep("itd.calib.general_sets", st.multiselect("Shipped general sets", list(sets), format_func=lambda n: f"{n} ({len(sets[n].prompts):,})", key=common.remember("itd.calib.general_sets", [], sets)))
     general_text = common.keep("itd.calib.general_typed", st.text_area("More general prompts (one per line)", key=common.remember("itd.calib.general_typed", ""), height=68))
 
+generated = None
+if use_phrasings or use_negatives:
+    with common.guard():
+        k_col, s_col, n_col = st.columns(3)
+        kinds = list(RED_TEAM_KINDS)
+        kind = k_col.selectbox("Red-team kind", kinds, index=kinds.index(red_team_kind(concept_name, concept.kind, loaded.spec.is_demo)),
+                               key=f"w.calib.rt_kind.{concept_name}", help="what the concept is: the phrasings and look-alikes depend on it")
+        rt_seed = common.keep("itd.calib.rt_seed", s_col.number_input("Red-team seed", min_value=0, step=1, key=common.remember("itd.calib.rt_seed", 0)))
+        per_family = common.keep("itd.calib.rt_per_family", n_col.number_input("Prompts per family", min_value=1, max_value=50, step=1,
+                                                                              key=common.remember("itd.calib.rt_per_family", 4)))
+        generated = red_team_sets(concept_name, kind, concept_names=names, is_demo=loaded.spec.is_demo, seed=int(rt_seed), per_family=int(per_family))
+        with st.expander(f"Red-team families: {len(generated.phrasings.prompts)} phrasings, {len(generated.negatives.prompts)} hard negatives"):
+            st.dataframe(generated.families, hide_index=True)
+
 if st.button("Score the prompts", type="primary", key="calib.score"):
     with common.guard():
-        target, retain, general = lines(target_text), combine(sets, retain_sets, retain_text), combine(sets, general_sets, general_text)
+        phrasings = [generated.phrasings] if generated and use_phrasings else []
+        negatives = [generated.negatives] if generated and use_negatives else []
+        target = combine({s.name: s for s in phrasings}, [s.name for s in phrasings], target_text)
+        retain = combine({**sets, **{s.name: s for s in negatives}}, retain_sets + [s.name for s in negatives], retain_text)
+        general = combine(sets, general_sets, general_text)
         if not target:
             raise ItdError("type at least one target prompt (a prompt that contains the concept)")
         if not retain:
@@ -72,7 +99,8 @@ if st.button("Score the prompts", type="primary", key="calib.score"):
         st.session_state[K_SCORES] = {
             "key": key, "features": fhash, "names": names,
             "groups": {g: m.tolist() for g, m in matrix.items()},
-            "sets": (retain_sets + (["typed retain prompts"] if lines(retain_text) else [])) or ["typed retain prompts"],
+            "sets": [s.name for s in phrasings] + ((retain_sets + (["typed retain prompts"] if lines(retain_text) else [])) or ["typed retain prompts"])
+                    + [s.name for s in negatives],
         }
 
 stored = st.session_state.get(K_SCORES)
@@ -86,8 +114,10 @@ else:
     rule = common.keep("itd.calib.rule", st.radio("Rule", list(RULES), format_func=RULES.get, horizontal=True, key=common.remember("itd.calib.rule", "paper")))
     target_fpr = manual = None
     with common.guard():
-        if rule == "fpr":
+        if rule in ("fpr", "phrasings"):
             target_fpr = st.slider("Allowed false-positive rate on the retain prompts", 0.0, 0.5, 0.01, 0.005, key="w.calib.fpr")
+            if rule == "phrasings" and generated_negatives_name(concept_name) not in stored["sets"]:
+                st.warning(f"Tick **{generated_negatives_name(concept_name)}** (and the phrasings) and score again: this rule is meant for them.")
         elif rule == "manual":
             start = float(concept.threshold if concept.threshold is not None else np.median(scores.target))
             manual = st.number_input("Threshold", value=start, format="%.6g", key=f"w.calib.manual.{concept_name}")

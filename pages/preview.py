@@ -79,11 +79,20 @@ if stored and stored["key"] == key:
         st.info("The set or the settings changed since these images were made: press Generate to update (cached images come back at once).")
     pairs = stored["pairs"]
     scale = max(1, 192 // pairs[0].original.width)
-    for pair in pairs:
+    detections = None
+    if loaded.spec.is_demo:  # the demo's detector says what each image shows
+        with common.guard():
+            detections = logic.detect_pairs(pairs)
+    set_names = [c.name for c in config.concepts]
+    for number, pair in enumerate(pairs):
         left, middle, right = st.columns([2, 2, 3])
         big = (pair.original.width * scale, pair.original.height * scale)
         left.image(pair.original.resize(big, Image.NEAREST), caption="original")
         middle.image(pair.erased.resize(big, Image.NEAREST), caption="with erasure")
+        if detections:
+            judged = logic.judged_concepts(pair.triggered, pair.edited, set_names)
+            left.caption(logic.detection_caption(detections[number][0], judged))
+            middle.caption(logic.detection_caption(detections[number][1], judged, erased=True))
         with right:
             st.markdown(f"**{pair.prompt}** · seed {pair.seed}")
             if pair.edited:

@@ -293,7 +293,7 @@ def test_scores_thresholds_and_the_live_box(tiny_bundle):
     switched = set_ops.set_score_positions(config, "prompt")
     assert switched.score_positions == "prompt" and calibration.features_hash(switched) != before
     assert switched.concept("cruise").threshold is None, "thresholds do not carry over to another score"
-    with pytest.raises(ItdError, match="'all' or 'prompt'"):
+    with pytest.raises(ItdError, match="one of all, prompt, peak"):
         set_ops.set_score_positions(config, "tokens")
     assert calibration.histogram_frame(scores)["group"].count("target") == 3
 
