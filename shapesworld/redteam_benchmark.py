@@ -288,9 +288,8 @@ class EtaProgress:
 # -- building erasure configs for world concepts -------------------------------------------------------------
 
 def retain_prompts(erased: Sequence[str], *, seed: int = 777) -> list[str]:
-    """The retain side of a selection: the other characters' and artists' known templates, object prompts,
-    portraits of people outside the world, and (unless unsafe is erased) nothing unsafe. A stream apart from
-    the test prompts."""
+    """The retain side of a selection: the other characters' and artists' known templates, object prompts and
+    portraits of people outside the world, from a stream apart from the test prompts."""
     sets = world.erasure_prompts(n_retain=200, seed=seed)
     erased_keys = {world_name(n) for n in erased}
     prompts = [p for name, ps in sets["identity"].items() if name not in erased_keys for p in ps]
@@ -306,9 +305,9 @@ def build_config(bundle, erased: Sequence[str], method: str = "recommended", *, 
     ``method="paper"``: features from the known templates minus the retain set (paper's subtraction), the paper's
     threshold rule, the paper's hook. ``"recommended"``: features from the known templates plus generated phrasings
     (calibration split), retain set plus generated hard negatives, ``retain_margin``, thresholds for ``target_fpr``
-    on the negatives (:func:`itd_core.calibration.phrasing_threshold`), and the recommended hook settings."""
+    on the retain set and, separately, on the hard negatives (:func:`itd_core.calibration.threshold_for`), and the recommended hook settings."""
     from itd_core.concept import PromptProfile, select_concept
-    from itd_core.erasure_config import METHOD_PRESETS, ConceptEntry, FeatureEntry
+    from itd_core.erasure_config import ConceptEntry, FeatureEntry
 
     names = [world_name(n) for n in erased]
     config = bundle.new_erasure_config(method)

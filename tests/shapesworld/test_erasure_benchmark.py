@@ -1,6 +1,5 @@
 """The erasure benchmark on a tiny subset of the demo (few prompts, 2 denoising steps)."""
 
-import json
 
 from shapesworld import erasure_benchmark, world
 
