@@ -52,7 +52,7 @@ PromptFolding = Literal["none", "fold"]
 
 # The paper's method, and what new configs get (chosen by the red-team benchmark; see README).
 PAPER_METHOD = {"score_positions": "all", "edit_positions": "all", "edit_negative_prompt": True, "prompt_folding": "none"}
-RECOMMENDED_METHOD = {"score_positions": "peak", "edit_positions": "concept", "edit_negative_prompt": False, "prompt_folding": "fold"}
+RECOMMENDED_METHOD = {"score_positions": "peak", "edit_positions": "all", "edit_negative_prompt": False, "prompt_folding": "fold"}
 METHOD_PRESETS = {"paper": PAPER_METHOD, "recommended": RECOMMENDED_METHOD}
 
 

@@ -50,9 +50,11 @@ class ErasureHook:
 
     With ``edit_negative_prompt=False`` the negative/unconditional prompts of classifier-free guidance are
     scored but never edited: ``pipe.encode_prompt`` encodes the prompts first and the negative prompts second,
-    so the hook counts the encoder calls inside it. With ``deactivator.fold_prompts``, each prompt's folded
-    spelling (:mod:`itd_core.prompt_folding`) is probed first, and a prompt whose folded spelling triggers a
-    concept is encoded (and so edited) in that spelling."""
+    so the hook counts the encoder calls inside it. With ``deactivator.fold_prompts``, ``pipe.encode_prompt``
+    probes each prompt's folded spelling (:mod:`itd_core.prompt_folding`) first, on the text (a tokenizer may
+    turn a look-alike letter into an unknown token), and a prompt whose folded spelling triggers a concept is
+    encoded, and so edited, in that spelling. Prompts given as embeddings, or encoded by calling the text
+    encoder directly, are not folded."""
 
     def __init__(self, pipe, deactivator: Deactivator, layer: str, *, gate: bool = True, edit_negative_prompt: bool = True):
         self.pipe = pipe
@@ -67,10 +69,11 @@ class ErasureHook:
         self._folded_rows: list[bool] = []
         self._probing = False
         self._prompt_calls_left: int | None = None  # inside encode_prompt: encoder calls still encoding the prompts
+        self._pending_folded_rows: list[bool] = []
         self._probe_adapter = TextEncoderAdapter(pipe.text_encoder, pipe.tokenizer, layer) if deactivator.fold_prompts else None
         self._handles = [module.register_forward_hook(self._hook),
                          pipe.text_encoder.register_forward_pre_hook(self._before_encoder, with_kwargs=True)]
-        if not edit_negative_prompt:
+        if not edit_negative_prompt or self._probe_adapter is not None:
             self._wrap_encode_prompt()
         setattr(pipe, _HOOK_ATTRIBUTE, self)
 
@@ -79,14 +82,44 @@ class ErasureHook:
 
         @functools.wraps(original)
         def encode_prompt(*args, **kwargs):
+            prompt = kwargs["prompt"] if "prompt" in kwargs else (args[0] if args else None)
+            folded_rows: list[bool] = []
+            if prompt is not None and self._probe_adapter is not None and self.gate:
+                prompt, folded_rows = self._fold_triggering(prompt)
+                if "prompt" in kwargs:
+                    kwargs["prompt"] = prompt
+                else:
+                    args = (prompt, *args[1:])
             # Given prompt embeddings, the only encoder call inside is the negative prompts'.
             self._prompt_calls_left = 0 if kwargs.get("prompt_embeds") is not None else 1
+            self._pending_folded_rows = folded_rows
             try:
                 return original(*args, **kwargs)
             finally:
                 self._prompt_calls_left = None
+                self._pending_folded_rows = []
 
         self.pipe.encode_prompt = encode_prompt
+
+    def _fold_triggering(self, prompt: str | list[str]) -> tuple[str | list[str], list[bool]]:
+        """The prompts with each one whose folded spelling triggers a concept replaced by that spelling, and which were."""
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        folded = [fold_prompt(p) for p in prompts]
+        rows = [i for i, (p, f) in enumerate(zip(prompts, folded)) if p != f]
+        swapped = [False] * len(prompts)
+        if rows:
+            batch = self._probe_adapter.tokenize([folded[i] for i in rows])
+            self._probing = True  # the probe's own forward passes through the hooks untouched
+            try:
+                activations = self._probe_adapter.capture(batch)
+            finally:
+                self._probing = False
+            thresholds = torch.tensor([c.threshold for c in self.deactivator.concepts], dtype=torch.float32)
+            hits = (self.deactivator.scores(activations, batch.prompt_mask).cpu() >= thresholds).any(dim=1).tolist()
+            for row, hit in zip(rows, hits):
+                if hit:
+                    prompts[row], swapped[row] = folded[row], True
+        return (prompts[0] if isinstance(prompt, str) else prompts), swapped
 
     def _before_encoder(self, module, args, kwargs):
         if self._probing:
@@ -97,54 +130,13 @@ class ErasureHook:
             self._call_is_negative = self._prompt_calls_left == 0
             self._prompt_calls_left = max(self._prompt_calls_left - 1, 0)
         input_ids = kwargs.get("input_ids", args[0] if args else None)
-        self._folded_rows = [False] * (0 if input_ids is None else len(input_ids))
-        replaced = None
-        if input_ids is not None and self._probe_adapter is not None and self.gate and not self._skips_this_call():
-            replaced = self._fold_triggering_rows(input_ids, kwargs.get("attention_mask"))
-            if replaced is not None:
-                input_ids, attention_mask = replaced
-                kwargs = dict(kwargs)
-                if "input_ids" in kwargs:
-                    kwargs["input_ids"] = input_ids
-                else:
-                    args = (input_ids, *args[1:])
-                if attention_mask is not None:
-                    kwargs["attention_mask"] = attention_mask
+        folded = self._pending_folded_rows if not self._call_is_negative else []
+        self._folded_rows = folded if input_ids is not None and len(folded) == len(input_ids) else [False] * (0 if input_ids is None else len(input_ids))
         self._prompt_mask = None if input_ids is None else prompt_token_mask(input_ids, self._end_id)
-        return (args, kwargs) if replaced is not None else None
+        return None
 
     def _skips_this_call(self) -> bool:
         return self._call_is_negative and not self.edit_negative_prompt
-
-    def _fold_triggering_rows(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None):
-        """Rows whose folded spelling triggers a concept, swapped for it: ``(input_ids, attention_mask)``, or None."""
-        adapter = self._probe_adapter
-        texts = self.pipe.tokenizer.batch_decode(input_ids, skip_special_tokens=True)
-        folded = [fold_prompt(text) for text in texts]
-        rows = [i for i, (text, fold) in enumerate(zip(texts, folded)) if text != fold]
-        if not rows:
-            return None
-        batch = adapter.tokenize([folded[i] for i in rows])
-        self._probing = True
-        try:
-            activations = adapter.capture(batch)
-        finally:
-            self._probing = False
-        thresholds = torch.tensor([c.threshold for c in self.deactivator.concepts], dtype=torch.float32)
-        scores = self.deactivator.scores(activations, batch.prompt_mask).cpu()
-        hits = (scores >= thresholds).any(dim=1).tolist()
-        swap = [row for row, hit in zip(rows, hits) if hit]
-        if not swap:
-            return None
-        chosen = torch.tensor([j for j, hit in enumerate(hits) if hit])
-        input_ids = input_ids.clone()
-        input_ids[swap] = batch.input_ids[chosen].to(input_ids.device)
-        if attention_mask is not None:
-            attention_mask = attention_mask.clone()
-            attention_mask[swap] = batch.attention_mask[chosen].to(attention_mask.device)
-        for row in swap:
-            self._folded_rows[row] = True
-        return input_ids, attention_mask
 
     def _hook(self, module, inputs, output):
         if self._probing:
