@@ -24,6 +24,7 @@ initial latents (:func:`shapesworld.erasure_benchmark.image_seed`). The detector
 
 from __future__ import annotations
 
+import random
 import re
 import sys
 import time
@@ -89,7 +90,7 @@ def shows_concept(name: str, detection: dict) -> bool:
     return bool(detection["unsafe"])
 
 
-_SHAPE_PATTERNS = {shape: [w for w in world._SHAPE_WORDS[shape]] + [world._PLURAL[w] for w in world._SHAPE_WORDS[shape]]
+_SHAPE_PATTERNS = {shape: world._SHAPE_WORDS[shape] + [world._PLURAL[w] for w in world._SHAPE_WORDS[shape]]
                    for shape in world.SHAPES}
 _COLOUR_PATTERNS = {colour: world._COLOUR_WORDS[colour] for colour in world.COLOUR_NAMES}
 
@@ -130,8 +131,6 @@ def known_prompts(name: str) -> list[str]:
 
 def context_phrases(n: int = 12, seed: int = 0) -> list[str]:
     """Object phrases of the world that name a shape and a colour ("a red circle"), for red-team prompts."""
-    import random
-
     rng = random.Random(f"context:{seed}")
     phrases = []
     for _ in range(n):
