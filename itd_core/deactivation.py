@@ -169,21 +169,23 @@ class Deactivator:
     def _scores(self, error: torch.Tensor, hits: _Hits, shape, weights: torch.Tensor | None) -> torch.Tensor:
         batch, positions, d = shape
         squared = error.square().sum(-1)  # [B*P]
-        base = (squared if weights is None else squared * weights).reshape(batch, positions).sum(-1)  # [B]
-        totals = base.unsqueeze(0).repeat(len(self.concepts), 1)  # [C, B]
+        tokens = changed = None
         if len(hits.token):
             coefficients = (self._strength[:, hits.union_slot] - 1.0) * hits.value  # [C, H]
             deltas, tokens = self._concept_deltas(hits, coefficients, batch * positions)
             changed = (error[tokens].unsqueeze(0) + deltas).square().sum(-1) - squared[tokens].unsqueeze(0)  # [C, U]
-            totals.index_add_(1, tokens // positions, changed if weights is None else changed * weights[tokens])
         if self.score_positions == "peak":
-            return self._peak_scores(squared, hits, tokens if len(hits.token) else None, changed if len(hits.token) else None, shape, weights)
+            return self._peak_scores(squared, tokens, changed, shape, weights)
+        base = (squared if weights is None else squared * weights).reshape(batch, positions).sum(-1)  # [B]
+        totals = base.unsqueeze(0).repeat(len(self.concepts), 1)  # [C, B]
+        if tokens is not None:
+            totals.index_add_(1, tokens // positions, changed if weights is None else changed * weights[tokens])
         if weights is None:
             return (totals / (positions * d)).T.contiguous()  # [B, C]
         counted = weights.reshape(batch, positions).sum(-1).clamp_min(1.0)  # [B]
         return (totals / (counted * d)).T.contiguous()  # [B, C]
 
-    def _peak_scores(self, squared, hits, tokens, changed, shape, weights) -> torch.Tensor:
+    def _peak_scores(self, squared, tokens, changed, shape, weights) -> torch.Tensor:
         """Mean over each prompt's :data:`PEAK_TOKENS` highest per-token errors among its own tokens. shape: ``-> [B, C]``"""
         batch, positions, d = shape
         per_token = squared.unsqueeze(0).repeat(len(self.concepts), 1)  # [C, B*P]

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from bench.reference_itd import reference_erasure
-from itd_core.deactivation import ConceptFeatures, Deactivator
+from itd_core.deactivation import PEAK_TOKENS, ConceptFeatures, Deactivator
 from itd_core.errors import ItdError
 from itd_core.sae import SAEConfig, TopKSAE
 
@@ -114,3 +114,22 @@ def test_prompt_positions_score_averages_only_over_the_prompt_tokens(sae, activa
         Deactivator(sae, concepts, score_positions="prompt").scores(activations)
     with pytest.raises(ItdError, match="score_positions"):
         Deactivator(sae, concepts, score_positions="tokens")
+
+
+def test_peak_score_averages_the_highest_scoring_prompt_tokens(sae, activations):
+    concepts = _concepts(sae, activations)
+    mask = torch.zeros(7, 10, dtype=torch.bool)
+    for b, length in enumerate([10, 3, 5, 2, 8, 6, 4]):  # BOS + tokens + EOS, then padding
+        mask[b, :length] = True
+    per_position = torch.stack([
+        reference_erasure(sae, activations[:, t:t + 2], concepts)[1] for t in range(9)
+    ], dim=-1)  # [B, C, positions 1..9]
+    expected = torch.zeros(7, 2)
+    for b in range(7):
+        own = per_position[b][:, mask[b, 1:]]  # [C, the prompt's own positions]
+        expected[b] = own.topk(min(PEAK_TOKENS, own.shape[1]), dim=-1).values.mean(-1)
+    scores = Deactivator(sae, concepts, score_positions="peak").scores(activations, mask)
+    torch.testing.assert_close(scores, expected, rtol=1e-5, atol=1e-6)
+    padded = activations.clone()
+    padded[3, 2:] = torch.randn(8, 24)  # what follows a 1-token prompt's EOS does not count
+    torch.testing.assert_close(Deactivator(sae, concepts, score_positions="peak").scores(padded, mask)[3], scores[3])
