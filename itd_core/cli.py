@@ -263,8 +263,6 @@ def cmd_calibrate(args) -> None:
 
 
 def cmd_classify(args) -> None:
-    import torch
-
     from itd_core.erasure_config import ErasureConfig
 
     empty = [i for i, p in enumerate(args.prompts) if not p.strip()]
@@ -274,14 +272,12 @@ def cmd_classify(args) -> None:
     bundle = _bundle_for_config(config, args)
     truncated = set(_report_truncation(bundle.adapter, args.prompts))
     deactivator = config.deactivator(bundle.sae)
-    missing = [c.name for c in config.concepts if c.threshold is None]
-    if missing:
-        raise ItdError(f"concept(s) {', '.join(map(repr, missing))} have no threshold yet: calibrate first (itd calibrate)")
+    thresholds = deactivator.threshold_tensor()
     score_table = deactivator.score_prompts(bundle.adapter, args.prompts)  # as the pipeline hook decides, folding included
     names = [c.name for c in config.concepts]
     rows = []
     scores = score_table.tolist()
-    triggered = (score_table >= torch.tensor([c.threshold for c in config.concepts])).tolist()
+    triggered = (score_table >= thresholds).tolist()
     for i, prompt in enumerate(args.prompts):
         rows.append({
             "prompt": prompt, "edited": any(triggered[i]), "truncated": i in truncated,

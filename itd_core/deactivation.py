@@ -129,6 +129,13 @@ class Deactivator:
     def thresholds(self) -> list[float | None]:
         return [c.threshold for c in self.concepts]
 
+    def threshold_tensor(self, device: torch.device | str = "cpu") -> torch.Tensor:
+        """Every concept's threshold, ``[C]`` float32; an uncalibrated concept is an error that says what to do."""
+        missing = [c.name for c in self.concepts if c.threshold is None]
+        if missing:
+            raise ItdError(f"concept(s) {', '.join(map(repr, missing))} have no threshold yet: calibrate first (itd calibrate)")
+        return torch.tensor(self.thresholds, dtype=torch.float32, device=device)
+
     def _analyse(self, activations: torch.Tensor):
         if activations.ndim != 3 or activations.shape[-1] != self.sae.d_model:
             raise ItdError(f"activations of shape {tuple(activations.shape)} do not fit an SAE of width {self.sae.d_model} (expected [batch, tokens, {self.sae.d_model}])")
@@ -241,11 +248,7 @@ class Deactivator:
         batch, positions, d = shape
         scores = self._scores(error, hits, shape, self._position_weights(prompt_mask, shape))
         if gate:
-            missing = [c.name for c in self.concepts if c.threshold is None]
-            if missing:
-                raise ItdError(f"concept(s) {', '.join(map(repr, missing))} have no threshold yet: calibrate first (itd calibrate)")
-            thresholds = torch.tensor([c.threshold for c in self.concepts], dtype=torch.float32, device=scores.device)
-            triggered = scores >= thresholds
+            triggered = scores >= self.threshold_tensor(scores.device)
         else:
             triggered = torch.ones_like(scores, dtype=torch.bool)
         edited = triggered.any(dim=1)

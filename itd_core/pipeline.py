@@ -114,8 +114,7 @@ class ErasureHook:
                 activations = self._probe_adapter.capture(batch)
             finally:
                 self._probing = False
-            thresholds = torch.tensor([c.threshold for c in self.deactivator.concepts], dtype=torch.float32)
-            hits = (self.deactivator.scores(activations, batch.prompt_mask).cpu() >= thresholds).any(dim=1).tolist()
+            hits = (self.deactivator.scores(activations, batch.prompt_mask).cpu() >= self.deactivator.threshold_tensor()).any(dim=1).tolist()
             for row, hit in zip(rows, hits):
                 if hit:
                     prompts[row], swapped[row] = folded[row], True

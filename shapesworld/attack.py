@@ -273,15 +273,12 @@ class Surrogate:
     """The differentiable surrogate loss of adversarial slot contents (see the module docstring)."""
 
     def __init__(self, adapter, deactivator: Deactivator, slots: _Slots, known_prompt: str, score_weight: float):
-        missing = [c.name for c in deactivator.concepts if c.threshold is None]
-        if missing:
-            raise ItdError(f"concept(s) {', '.join(map(repr, missing))} have no threshold: calibrate the config first")
+        self.thresholds = deactivator.threshold_tensor()
         self.adapter = adapter
         self.encoder = adapter.text_encoder
         self.deactivator = deactivator
         self.slots = slots
         self.score_weight = score_weight
-        self.thresholds = torch.tensor(deactivator.thresholds, dtype=torch.float32)
         self.word_embeddings = self.encoder.embeddings.word_embeddings.weight
         self.end_id = end_token_id(adapter.tokenizer)
         with torch.no_grad():

@@ -96,14 +96,23 @@ def test_bf16_sae_gives_close_scores(sae, activations):
     torch.testing.assert_close(low, full, rtol=0.1, atol=0.05)
 
 
-def test_prompt_positions_score_averages_only_over_the_prompt_tokens(sae, activations):
-    concepts = _concepts(sae, activations)
+@pytest.fixture(scope="module")
+def prompt_mask():
     mask = torch.zeros(7, 10, dtype=torch.bool)
     for b, length in enumerate([10, 3, 5, 2, 8, 6, 4]):  # BOS + tokens + EOS, then padding
         mask[b, :length] = True
-    per_position = torch.stack([
-        reference_erasure(sae, activations[:, t:t + 2], concepts)[1] for t in range(9)  # BOS + one position each
-    ], dim=-1)  # [B, C, positions 1..9]: the paper's score of a single position
+    return mask
+
+
+def _per_position_scores(sae, activations, concepts) -> torch.Tensor:
+    """The paper's score of each single position: ``[B, C, positions 1..T-1]`` (BOS + one position each)."""
+    return torch.stack([reference_erasure(sae, activations[:, t:t + 2], concepts)[1] for t in range(activations.shape[1] - 1)], dim=-1)
+
+
+def test_prompt_positions_score_averages_only_over_the_prompt_tokens(sae, activations, prompt_mask):
+    concepts = _concepts(sae, activations)
+    mask = prompt_mask
+    per_position = _per_position_scores(sae, activations, concepts)
     expected = (per_position * mask[:, None, 1:]).sum(-1) / mask[:, 1:].sum(-1, keepdim=True)
     scores = Deactivator(sae, concepts, score_positions="prompt").scores(activations, mask)
     torch.testing.assert_close(scores, expected, rtol=1e-5, atol=1e-6)
@@ -116,14 +125,10 @@ def test_prompt_positions_score_averages_only_over_the_prompt_tokens(sae, activa
         Deactivator(sae, concepts, score_positions="tokens")
 
 
-def test_peak_score_averages_the_highest_scoring_prompt_tokens(sae, activations):
+def test_peak_score_averages_the_highest_scoring_prompt_tokens(sae, activations, prompt_mask):
     concepts = _concepts(sae, activations)
-    mask = torch.zeros(7, 10, dtype=torch.bool)
-    for b, length in enumerate([10, 3, 5, 2, 8, 6, 4]):  # BOS + tokens + EOS, then padding
-        mask[b, :length] = True
-    per_position = torch.stack([
-        reference_erasure(sae, activations[:, t:t + 2], concepts)[1] for t in range(9)
-    ], dim=-1)  # [B, C, positions 1..9]
+    mask = prompt_mask
+    per_position = _per_position_scores(sae, activations, concepts)
     expected = torch.zeros(7, 2)
     for b in range(7):
         own = per_position[b][:, mask[b, 1:]]  # [C, the prompt's own positions]
