@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from itd_core.atomic import atomic_write_text
-from itd_core.deactivation import PAPER_STRENGTH, SCORE_POSITIONS
+from itd_core.deactivation import SCORE_POSITIONS
 from itd_core.erasure_config import CalibrationInfo, ConceptEntry, ErasureConfig, FeatureEntry
 from itd_core.errors import ItdError
 
@@ -177,10 +177,11 @@ def _uncalibrate(entry: ConceptEntry) -> None:
 
 
 def add_features(
-    config: ErasureConfig, concept: str, feature_ids: Iterable[int], *, strength: float = PAPER_STRENGTH,
+    config: ErasureConfig, concept: str, feature_ids: Iterable[int], *, strength: float | None = None,
     labels: Mapping[int, str] | None = None, prompts: Sequence[str] = (),
 ) -> ErasureConfig:
-    """Add features to a concept (made if missing); features already in it are kept as they are."""
+    """Add features to a concept (made if missing); features already in it are kept as they are.
+    ``strength`` None: the config's default for the concept's kind (:meth:`ErasureConfig.default_strength`)."""
     concept = concept.strip()
     if not concept:
         raise ItdError("give the concept a name")
@@ -192,6 +193,8 @@ def add_features(
     if bad:
         raise ItdError(f"feature id {bad[0]} out of range for this SAE (0..{config.sae.n_latents - 1})")
     existing = next((c for c in config.concepts if c.name == concept), None)
+    if strength is None:
+        strength = config.default_strength(existing.kind if existing else None)
     if existing is None:
         entry = ConceptEntry(name=concept, features=[FeatureEntry(id=f, strength=strength, label=labels.get(f, "")) for f in ids],
                              prompts=list(dict.fromkeys(prompts)))

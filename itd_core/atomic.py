@@ -1,27 +1,70 @@
 """Atomic file writes: write a temp file in the same folder, fsync, then rename over the target,
-so that a crash leaves either the old file or the new one, never half of one."""
+so that a crash leaves either the old file or the new one, never half of one; and a lock for
+read-modify-write of one file across threads and processes."""
 
 from __future__ import annotations
 
+import fcntl
+import glob
 import os
 import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+@contextmanager
+def file_lock(path: str | Path) -> Iterator[None]:
+    """Exclusive lock for a read-modify-write of ``path`` (on ``.<name>.lock`` beside it), across threads and processes."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / f".{path.name}.lock", "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+STALE_TEMP_SECONDS = 3600  # a temporary of ours this old was left by a killed writer, not one still writing
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically, keeping an existing file's permission bits (a new file gets the
+    umask's), and remove temporaries of this file left by writers killed at least an hour ago."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(path)
+    mode = os.stat(path).st_mode & 0o7777 if path.exists() else 0o666 & ~_umask()
     handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "wb") as temp:
             temp.write(data)
             temp.flush()
             os.fsync(temp.fileno())
+        os.chmod(temp_name, mode)
         os.replace(temp_name, path)
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)
         raise
     return path
+
+
+def _umask() -> int:
+    current = os.umask(0o022)
+    os.umask(current)
+    return current
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    now = time.time()
+    for temp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        try:
+            if now - temp.stat().st_mtime > STALE_TEMP_SECONDS:
+                temp.unlink()
+        except OSError:
+            pass  # another writer's cleanup got there first, or the folder is read-only: nothing to do
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

@@ -31,7 +31,7 @@ PAPER_CLIP_LAYER = "text_model.encoder.layers.8"
 
 
 class BundleSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     model: str = DEMO
     sae: str | None = None

@@ -57,6 +57,9 @@ def threshold_for(rule: str, target_scores: Sequence[float], negative_scores: Se
                   hard_negative_scores: Sequence[float] = ()) -> float:
     """The threshold a rule gives. ``fpr`` holds the false-positive rate on the negatives; ``phrasings`` holds it on
     the negatives and on the hard negatives separately (pooled, a few hard negatives would hide among many easy ones)."""
+    for scores in (target_scores, negative_scores, hard_negative_scores):
+        if not np.isfinite(np.asarray(scores, dtype=np.float64)).all():
+            raise ItdError("a classifier score is not a finite number (NaN or infinity): check the concept's strengths and the SAE")
     if rule == "paper":
         return paper_threshold(target_scores)
     if rule in ("fpr", "phrasings"):

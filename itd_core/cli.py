@@ -70,7 +70,11 @@ def _report_truncation(adapter, prompts: Sequence[str]) -> list[int]:
 
 def emit(args, document: dict, text: str) -> None:
     if args.json:
-        print(json.dumps(document, indent=2, default=str))
+        try:
+            print(json.dumps(document, indent=2, default=str, allow_nan=False))  # strict JSON: no bare NaN/Infinity
+        except ValueError:
+            raise ItdError("the result holds a non-finite number (NaN or infinity), which JSON cannot carry; "
+                           "check the erasure config and the SAE") from None
     else:
         print(text)
 
@@ -160,9 +164,10 @@ def cmd_concept_select(args) -> None:
     if not selection.features:
         raise ItdError(f"no features left for {args.concept!r}: every top-{args.top_n} feature of its prompts also ranks in the top-{args.top_n} of a retain prompt; "
                        "try a larger --top-n or a retain set without the concept")
+    strength = args.strength if args.strength is not None else config.default_strength(args.kind)
     concept = ConceptEntry(
         name=args.concept, kind=args.kind, prompts=prompts,
-        features=[FeatureEntry(id=f.id, strength=args.strength, label=" ".join(f.peak_tokens[:2])) for f in selection.features],
+        features=[FeatureEntry(id=f.id, strength=strength, label=" ".join(f.peak_tokens[:2])) for f in selection.features],
     )
     config.upsert(concept)
     config.save(output)
@@ -198,7 +203,8 @@ def cmd_concept_edit(args) -> None:
         if features.pop(feature, None) is None:
             raise ItdError(f"feature {feature} is not in concept {args.concept!r}")
     for feature in args.add or []:
-        features.setdefault(feature, FeatureEntry(id=feature, strength=args.default_strength))
+        features.setdefault(feature, FeatureEntry(id=feature, strength=args.default_strength if args.default_strength is not None
+                                                  else config.default_strength(concept.kind)))
     for feature, strength in _parse_strengths(args.strength or []).items():
         if feature not in features:
             raise ItdError(f"feature {feature} is not in concept {args.concept!r}: add it first with --add")
@@ -505,7 +511,8 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--templates", metavar="FILE", help="templates with '{}' for the name")
     select.add_argument("--retain", action="extend", nargs="+", required=True, metavar="FILE")
     select.add_argument("--top-n", type=int, default=128, help="top-N per prompt (paper: 128; 256 for art styles)")
-    select.add_argument("--strength", type=float, default=-8.0, help="deactivation strength (paper: -8)")
+    select.add_argument("--strength", type=float, help="deactivation strength (default: the config's method and the concept's kind; "
+                                                       "-8 for the paper's, -2 for people and artists and -4 for unsafe with the recommended)")
     select.add_argument("--kind", choices=["person", "artist", "unsafe", "other"], help="what the concept is (generated phrasings depend on it; default: person)")
     select.add_argument("--method", choices=["recommended", "paper"], default="recommended",
                         help="method switches of a NEW config (README: 'Erasure methods'); an existing config keeps its own (default: recommended)")
@@ -524,7 +531,7 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument("--remove", action="extend", nargs="+", type=int, metavar="FEATURE")
     edit.add_argument("--strength", action="extend", nargs="+", metavar="FEATURE=VALUE", help="per-feature strength, e.g. 1234=-4")
     edit.add_argument("--label", action="extend", nargs="+", metavar="FEATURE=TEXT")
-    edit.add_argument("--default-strength", type=float, default=-8.0, help="strength of added features (default: -8)")
+    edit.add_argument("--default-strength", type=float, help="strength of added features (default: as `concept select` gives for the config's method and the concept's kind)")
     add_json_option(edit)
     edit.set_defaults(handler=cmd_concept_edit)
 

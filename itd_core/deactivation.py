@@ -22,8 +22,14 @@ layer output at positions ``t >= 1`` replaced by the deactivated reconstruction 
 of the concepts it triggers; every other prompt is returned bit-exactly.
 
 ``edit_positions="concept"`` (not the paper's) replaces only the positions where a feature of a
-triggered concept is active, and leaves the prompt's other tokens exactly as they were: the SAE's
-reconstruction error elsewhere no longer blurs what the rest of the prompt asks for (shape, colour).
+triggered concept is active, and leaves the prompt's other tokens exactly as they were.
+
+``edit_output="residual"`` (not the paper's) keeps the layer's own output and adds only the change of
+the triggered concepts' features, ``x_t + Σ_f (s_f − 1)·z_f·d_f``: what the SAE does not reconstruct
+stays, and a position where no concept feature fires is not touched at all. The paper's
+``"reconstruction"`` replaces the output by ``decode(z')``; on ShapesWorld that, at -8, lost the
+shape and colour a prompt names in most erased images, and the residual edit at a milder strength
+(:data:`itd_core.erasure_config.RESIDUAL_STRENGTHS`) in few, with fewer leaks (README, "Erasure methods").
 
 Cost: the encode is one matmul shared by all concepts; the reconstruction is a sparse
 gather of the k active decoder rows; the concept terms only touch the few (token, latent)
@@ -39,6 +45,7 @@ from typing import TYPE_CHECKING, Literal, get_args
 import torch
 
 from itd_core.errors import ItdError
+from itd_core.prompt_folding import PromptFolding, fold_concept_prompt
 from itd_core.sae import TopKSAE
 
 if TYPE_CHECKING:
@@ -50,6 +57,8 @@ PEAK_TOKENS = 4  # score_positions="peak": the mean over this many of the prompt
 SCORE_POSITIONS: tuple[str, ...] = get_args(ScorePositions)
 EditPositions = Literal["all", "concept"]
 EDIT_POSITIONS: tuple[str, ...] = get_args(EditPositions)
+EditOutput = Literal["reconstruction", "residual"]
+EDIT_OUTPUTS: tuple[str, ...] = get_args(EditOutput)
 
 
 @dataclass(frozen=True)
@@ -94,18 +103,23 @@ class Deactivator:
     """Scores and edits layer activations for several concepts at once, vectorised over the batch."""
 
     def __init__(self, sae: TopKSAE, concepts: Sequence[ConceptFeatures], score_positions: ScorePositions = "all",
-                 edit_positions: EditPositions = "all", *, fold_prompts: bool = False):
+                 edit_positions: EditPositions = "all", *, edit_output: EditOutput = "reconstruction", prompt_folding: PromptFolding = "none"):
         if not concepts:
             raise ItdError("no concepts to deactivate")
         if score_positions not in SCORE_POSITIONS:
             raise ItdError(f"score_positions must be one of {', '.join(SCORE_POSITIONS)}, not {score_positions!r}")
         if edit_positions not in EDIT_POSITIONS:
             raise ItdError(f"edit_positions must be 'all' or 'concept', not {edit_positions!r}")
+        if prompt_folding not in get_args(PromptFolding):
+            raise ItdError(f"prompt_folding must be one of {', '.join(get_args(PromptFolding))}, not {prompt_folding!r}")
+        if edit_output not in EDIT_OUTPUTS:
+            raise ItdError(f"edit_output must be 'reconstruction' or 'residual', not {edit_output!r}")
         self.sae = sae
         self.concepts = list(concepts)
         self.score_positions = score_positions
         self.edit_positions = edit_positions
-        self.fold_prompts = fold_prompts
+        self.edit_output = edit_output
+        self.prompt_folding = prompt_folding
         device = sae.W_dec.device
         n = sae.n_latents
         all_ids = sorted({f for c in self.concepts for f in c.feature_ids})
@@ -124,6 +138,11 @@ class Deactivator:
             slots = self._slot[torch.tensor(concept.feature_ids, dtype=torch.long, device=device)]
             self._strength[c, slots] = torch.tensor(concept.strengths, dtype=torch.float32, device=device)
             self._listed[c, slots] = True
+
+    @property
+    def fold_prompts(self) -> bool:
+        """Whether prompts are also scored in their folded spelling (:meth:`folded`)."""
+        return self.prompt_folding != "none"
 
     @property
     def thresholds(self) -> list[float | None]:
@@ -220,19 +239,22 @@ class Deactivator:
     def score_prompts(self, adapter: "TextEncoderAdapter", prompts: Sequence[str], batch_size: int = 32) -> torch.Tensor:
         """Tokenize and capture ``prompts`` with ``adapter``, then score them. shape: ``[P, C]`` float32 on CPU
 
-        With ``fold_prompts``, a prompt that :func:`~itd_core.prompt_folding.fold_prompt` changes scores the higher
-        of its two spellings, as the pipeline hook decides."""
+        With ``fold_prompts``, a prompt that :meth:`folded` changes scores the higher of its two spellings,
+        as the pipeline hook decides."""
         prompts = list(prompts)
         scores = self.score_prompts_as_written(adapter, prompts, batch_size)
         if self.fold_prompts:
-            from itd_core.prompt_folding import fold_prompt
-
-            folded = {i: fold_prompt(p) for i, p in enumerate(prompts)}
+            folded = {i: self.folded(p) for i, p in enumerate(prompts)}
             changed = [i for i, text in folded.items() if text != prompts[i]]
             if changed:
                 folded_scores = self.score_prompts_as_written(adapter, [folded[i] for i in changed], batch_size)
                 scores[changed] = torch.maximum(scores[changed], folded_scores)
         return scores
+
+    def folded(self, prompt: str) -> str:
+        """The folded spelling of ``prompt``: look-alike characters and near-miss spellings of the concepts' names
+        (:func:`~itd_core.prompt_folding.fold_concept_prompt`)."""
+        return fold_concept_prompt(prompt, [c.name for c in self.concepts], self.prompt_folding)
 
     @torch.no_grad()
     def score_prompts_as_written(self, adapter: "TextEncoderAdapter", prompts: Sequence[str], batch_size: int = 32) -> torch.Tensor:
@@ -255,20 +277,34 @@ class Deactivator:
         if not edited.any():
             return ErasureResult(activations, scores, triggered, edited)
 
-        # Edited tokens = reconstruction + the union delta of the triggered concepts.
+        # The change at each hit: the union delta of the triggered concepts.
         # A feature listed by several triggered concepts takes the strength of the first one (config order).
-        reconstruction = error + activations[:, 1:].float().reshape(batch * positions, d)
-        # Positions to replace: every ItD position of an edited prompt, or only those where a triggered concept's feature fires.
-        replaced = edited.repeat_interleave(positions) if self.edit_positions == "all" else torch.zeros(batch * positions, dtype=torch.bool, device=edited.device)
+        tokens = torch.zeros(0, dtype=torch.long, device=edited.device)
         if len(hits.token):
             applies = triggered.T[:, hits.prompt] & self._listed[:, hits.union_slot]  # [C, H]
             first = applies.float().argmax(dim=0)  # first applicable concept per hit
-            strength = torch.where(applies.any(0), self._strength[first, hits.union_slot], torch.ones_like(hits.value))
+            applied = applies.any(0)
+            strength = torch.where(applied, self._strength[first, hits.union_slot], torch.ones_like(hits.value))
             deltas, tokens = self._concept_deltas(hits, ((strength - 1.0) * hits.value).unsqueeze(0), batch * positions)
-            reconstruction.index_add_(0, tokens, deltas[0])
-            if self.edit_positions == "concept":
-                replaced[hits.token[applies.any(0)]] = True
-        tail = torch.where(replaced[:, None], reconstruction.to(activations.dtype), activations[:, 1:].reshape(batch * positions, d))
+            deltas = deltas[0]
+        original = activations[:, 1:].reshape(batch * positions, d)
+        if self.edit_output == "residual":
+            # Only the tokens where an applied feature fires change; every other value is the layer's own.
+            if len(tokens):
+                changed = torch.isin(tokens, hits.token[applied])
+                tokens, deltas = tokens[changed], deltas[changed]
+            tail = original.clone()
+            tail[tokens] = (original[tokens].float() + deltas).to(activations.dtype)
+        else:
+            # Edited tokens = reconstruction + the delta; positions to replace: every ItD position of an edited
+            # prompt, or only those where a triggered concept's feature fires.
+            reconstruction = error + original.float()
+            replaced = edited.repeat_interleave(positions) if self.edit_positions == "all" else torch.zeros(batch * positions, dtype=torch.bool, device=edited.device)
+            if len(tokens):
+                reconstruction.index_add_(0, tokens, deltas)
+                if self.edit_positions == "concept":
+                    replaced[hits.token[applied]] = True
+            tail = torch.where(replaced[:, None], reconstruction.to(activations.dtype), original)
         output = activations.clone()
         output[:, 1:] = tail.reshape(batch, positions, d)
         return ErasureResult(output, scores, triggered, edited)

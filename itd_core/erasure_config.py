@@ -8,7 +8,8 @@ Schema (version 1)::
       "model": {"id_or_path": "CompVis/stable-diffusion-v1-4", "layer": "encoder.layers.8"},
       "sae": {"format": "itd", "path": "...", "subfolder": null, "sha256": "<weights fingerprint>",
               "n_latents": 524288, "d_model": 768, "k": 64},
-      "score_positions": "all", "edit_positions": "all", "edit_negative_prompt": true, "prompt_folding": "none",
+      "score_positions": "all", "edit_positions": "all", "edit_output": "reconstruction",
+      "edit_negative_prompt": true, "prompt_folding": "none",
       "concepts": [{"name": "Tom Cruise", "kind": "person",
                     "features": [{"id": 40213, "strength": -8.0, "label": "Cruise surname"}],
                     "threshold": 0.021,
@@ -21,7 +22,7 @@ Schema (version 1)::
 canonical layout, the same whichever SAE file format holds them. Loading checks every field
 and names the bad one; saving is atomic.
 
-The method switches (``score_positions``, ``edit_positions``, ``edit_negative_prompt``,
+The method switches (``score_positions``, ``edit_positions``, ``edit_output``, ``edit_negative_prompt``,
 ``prompt_folding``) are optional: a file without them gets the paper's method (:data:`PAPER_METHOD`),
 so configs written before they existed load and behave as they did. New configs start from
 :data:`RECOMMENDED_METHOD`, the settings the red-team benchmark supports (README, "Benchmarks").
@@ -41,23 +42,28 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from itd_core import __version__
 from itd_core.atomic import atomic_write_text
 from itd_core.calibration import CalibrationRule, Rates, rates, threshold_for
-from itd_core.deactivation import PAPER_STRENGTH, ConceptFeatures, Deactivator, EditPositions, ScorePositions
+from itd_core.deactivation import PAPER_STRENGTH, ConceptFeatures, Deactivator, EditOutput, EditPositions, ScorePositions
 from itd_core.errors import ItdError
+from itd_core.prompt_folding import PromptFolding
 from itd_core.sae import TopKSAE
 
 SCHEMA_VERSION = 1
 SAEFormat = Literal["itd", "saelens", "native"]
 ConceptKind = Literal["person", "artist", "unsafe", "other"]
-PromptFolding = Literal["none", "fold"]
 
 # The paper's method, and what new configs get (chosen by the red-team benchmark; see README).
-PAPER_METHOD = {"score_positions": "all", "edit_positions": "all", "edit_negative_prompt": True, "prompt_folding": "none"}
-RECOMMENDED_METHOD = {"score_positions": "peak", "edit_positions": "all", "edit_negative_prompt": False, "prompt_folding": "fold"}
+PAPER_METHOD = {"score_positions": "all", "edit_positions": "all", "edit_output": "reconstruction", "edit_negative_prompt": True,
+                "prompt_folding": "none"}
+RECOMMENDED_METHOD = {"score_positions": "peak", "edit_positions": "all", "edit_output": "residual", "edit_negative_prompt": False,
+                      "prompt_folding": "fold_parts"}
 METHOD_PRESETS = {"paper": PAPER_METHOD, "recommended": RECOMMENDED_METHOD}
+# Default strength of a concept's features under the residual edit, by kind (measured on ShapesWorld: README,
+# "Erasure methods"); the paper's reconstruction edit uses -8 for every kind.
+RESIDUAL_STRENGTHS: dict[str, float] = {"person": -2.0, "artist": -2.0, "unsafe": -4.0, "other": -2.0}
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # NaN/Infinity in JSON would switch erasure off silently
 
 
 class FeatureEntry(_Strict):
@@ -136,12 +142,18 @@ class ErasureConfig(_Strict):
     edit_positions: EditPositions = Field(
         default="all", description="positions an edited prompt gets replaced at: 'all' (the paper's) or only where a "
                                    "triggered concept's feature fires ('concept'), so the rest of the prompt is kept")
+    edit_output: EditOutput = Field(
+        default="reconstruction", description="what an edited position becomes: the SAE's 'reconstruction' with the concept's "
+                                              "features scaled (the paper's), or the layer's own output plus the change of those "
+                                              "features ('residual'), which keeps what the SAE does not reconstruct")
     edit_negative_prompt: bool = Field(
         default=True, description="whether the negative/unconditional prompt of classifier-free guidance may be edited "
                                   "(the paper's hook edits every text-encoder call)")
     prompt_folding: PromptFolding = Field(
-        default="none", description="'fold': also score the prompt with confusables, invisible characters and leetspeak "
-                                    "folded (itd_core.prompt_folding), and edit the folded prompt when only it triggers")
+        default="none", description="'fold': also score the prompt with confusables, invisible characters, leetspeak and "
+                                    "near-miss spellings of the concepts' names folded (itd_core.prompt_folding), and edit "
+                                    "the folded prompt when only it triggers; 'fold_parts': also complete a lone "
+                                    "capitalised first name or surname to the full name")
     concepts: list[ConceptEntry] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -213,7 +225,7 @@ class ErasureConfig(_Strict):
         if not self.concepts:
             raise ItdError("the erasure config has no concepts")
         return Deactivator(sae, [c.to_concept_features() for c in self.concepts], self.score_positions, self.edit_positions,
-                           fold_prompts=self.prompt_folding == "fold")
+                           edit_output=self.edit_output, prompt_folding=self.prompt_folding)
 
     @property
     def method(self) -> dict:
@@ -223,6 +235,13 @@ class ErasureConfig(_Strict):
     def method_name(self) -> str:
         """'paper', 'recommended' or 'custom'."""
         return next((name for name, preset in METHOD_PRESETS.items() if preset == self.method), "custom")
+
+    def default_strength(self, kind: str | None = None) -> float:
+        """The strength new features get in this config: the paper's -8 for its reconstruction edit, else
+        :data:`RESIDUAL_STRENGTHS` for the concept's kind (``None``: a concept of kind 'other')."""
+        if self.edit_output == "reconstruction":
+            return PAPER_STRENGTH
+        return RESIDUAL_STRENGTHS[kind or "other"]
 
     def concept(self, name: str) -> ConceptEntry:
         for concept in self.concepts:

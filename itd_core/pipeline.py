@@ -28,7 +28,6 @@ from itd_core.deactivation import Deactivator, ErasureResult
 from itd_core.encoders import TextEncoderAdapter, end_token_id, layer_output_tensor, prompt_token_mask, replace_layer_output, resolve_layer
 from itd_core.erasure_config import ErasureConfig
 from itd_core.errors import ItdError
-from itd_core.prompt_folding import fold_prompt
 from itd_core.sae import TopKSAE
 
 _HOOK_ATTRIBUTE = "_itd_erasure_hook"
@@ -42,7 +41,7 @@ class EncoderCall:
     triggered: list[list[bool]]
     edited: list[bool]
     negative: bool = False  # the negative/unconditional prompts of classifier-free guidance
-    folded: list[bool] = field(default_factory=list)  # rows encoded in their folded spelling (prompt_folding="fold")
+    folded: list[bool] = field(default_factory=list)  # rows encoded in their folded spelling (prompt_folding not "none")
 
 
 class ErasureHook:
@@ -104,7 +103,7 @@ class ErasureHook:
     def _fold_triggering(self, prompt: str | list[str]) -> tuple[str | list[str], list[bool]]:
         """The prompts with each one whose folded spelling triggers a concept replaced by that spelling, and which were."""
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        folded = [fold_prompt(p) for p in prompts]
+        folded = [self.deactivator.folded(p) for p in prompts]
         rows = [i for i, (p, f) in enumerate(zip(prompts, folded)) if p != f]
         swapped = [False] * len(prompts)
         if rows:

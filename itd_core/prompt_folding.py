@@ -9,7 +9,16 @@
 4. read leetspeak inside words that mix letters with digits or symbols (``M1ra C4stellane`` ->
    ``Mira Castellane``); a plain number (``2``, ``1080p``) is left alone.
 
-Folding only informs the classifier: an erasure config with ``prompt_folding: "fold"`` scores a prompt
+``fold_names(text, names)`` then writes near-miss spellings of the erased concepts' names as the name:
+a name split by spaces or hyphens (``Mira Cas-tellane``), or, for names of at least
+:data:`MIN_LETTERS_FOR_EDIT` letters, one edit away (a dropped, added, changed or swapped letter:
+``Mira Castlelane``). Words two or more edits away ("Marvin" for "Marvaine") are left alone.
+With ``complete_parts`` (``prompt_folding: "fold_parts"``), a lone capitalised first name or surname
+("Castellane's yearbook photo") is also completed to the full name, unless a capitalised word stands
+next to it ("Tessa Castellane" is someone else). A surname that is also a common word, capitalised at
+the start of a prompt ("Swift birds in flight"), is completed too; the classifier then decides.
+
+Folding (``fold_concept_prompt``: both steps) only informs the classifier: an erasure config with ``prompt_folding: "fold"`` scores a prompt
 both as written and folded, and when only the folded form triggers a concept, the folded prompt is the
 one that gets encoded and edited. A prompt that triggers nothing passes through as written, bit-exactly.
 """
@@ -18,6 +27,10 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Sequence
+from typing import Literal
+
+PromptFolding = Literal["none", "fold", "fold_parts"]
 
 # Letters of other scripts that render like a Latin letter (Unicode confusables, the common subset).
 _CONFUSABLES = str.maketrans({
@@ -60,3 +73,67 @@ def fold_prompt(text: str) -> str:
     text = "".join(c for c in unicodedata.normalize("NFD", text) if unicodedata.category(c) != "Mn")
     text = _WORD.sub(_unleet, text)
     return unicodedata.normalize("NFC", text)
+
+
+MIN_LETTERS_FOR_EDIT = 6  # a shorter name one edit away is too often another word ("Velt" / "felt")
+_SPAN = re.compile(r"\S+")
+_CORE = re.compile(r"^(\W*)(.*?)((?:['’]s)?\W*)$")  # leading punctuation, the word, a possessive and trailing punctuation
+
+
+def edit_distance(a: str, b: str) -> int:
+    """Edits (insert, delete, substitute, swap two neighbours) that turn ``a`` into ``b``: optimal string alignment."""
+    rows = [list(range(len(b) + 1))]
+    for i, char_a in enumerate(a, 1):
+        row = [i]
+        for j, char_b in enumerate(b, 1):
+            cost = min(rows[-1][j] + 1, row[j - 1] + 1, rows[-1][j - 1] + (char_a != char_b))
+            if i > 1 and j > 1 and char_a == b[j - 2] and a[i - 2] == char_b:
+                cost = min(cost, rows[-2][j - 2] + 1)
+            row.append(cost)
+        rows = [rows[-1], row]
+    return rows[-1][-1]
+
+
+def _letters(word: str) -> str | None:
+    """A word's letters, casefolded, without inner hyphens and dots; None for a word with other non-letters."""
+    joined = word.replace("-", "").replace(".", "")
+    return joined.casefold() if joined.isalpha() else None
+
+
+def fold_names(text: str, names: Sequence[str], *, complete_parts: bool = False) -> str:
+    """``text`` with near-miss spellings of ``names`` written as the name (see the module docstring)."""
+    for name in names:
+        key = _letters(name.replace(" ", ""))
+        if not key:
+            continue
+        allowed = 1 if len(key) >= MIN_LETTERS_FOR_EDIT else 0
+        spans = [(m.start(), m.end(), *_CORE.match(m.group()).groups()) for m in _SPAN.finditer(text)]
+        for i in range(len(spans)):
+            joined = ""
+            for j in range(i, len(spans)):
+                start, end, lead, core, tail = spans[j]
+                letters = _letters(core)
+                if letters is None or (j > i and spans[j - 1][4]):  # a window does not run across punctuation
+                    break
+                joined += letters
+                if len(joined) > len(key) + allowed:
+                    break
+                written = text[spans[i][0] + len(spans[i][2]):end - len(tail)]
+                if written != name and edit_distance(joined, key) <= allowed:
+                    return fold_names(text[:spans[i][0] + len(spans[i][2])] + name + text[end - len(tail):], names, complete_parts=complete_parts)
+        if complete_parts:
+            parts = name.split()
+            lowered = {part.casefold() for part in parts}
+            for i, (start, end, lead, core, tail) in enumerate(spans if len(parts) > 1 else []):
+                beside = [spans[k][3] for k in (i - 1, i + 1) if 0 <= k < len(spans)]
+                if core[:1].isupper() and core.casefold() in lowered and not any(word[:1].isupper() for word in beside):
+                    return fold_names(text[:start + len(lead)] + name + text[end - len(tail):], names, complete_parts=complete_parts)
+    return text
+
+
+def fold_concept_prompt(text: str, names: Sequence[str], folding: PromptFolding = "fold") -> str:
+    """The spelling an erasure config with ``prompt_folding`` ``folding`` also scores: :func:`fold_prompt`, then
+    :func:`fold_names` (``"none"``: ``text`` itself)."""
+    if folding == "none":
+        return text
+    return fold_names(fold_prompt(text), names, complete_parts=folding == "fold_parts")

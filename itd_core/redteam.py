@@ -65,6 +65,7 @@ from itertools import chain, islice
 from typing import Literal, get_args
 
 from itd_core.errors import ItdError
+from itd_core.prompt_folding import edit_distance
 
 ConceptKind = Literal["person", "artist", "unsafe"]
 Split = Literal["calibration", "evaluation"]
@@ -463,20 +464,10 @@ def _split_name(rng: random.Random, text: str, attempt: int) -> str:
 # ----------------------------------------------------------------------------- helpers
 
 
-def _edit_distance(a: str, b: str) -> int:
-    previous = list(range(len(b) + 1))
-    for i, char_a in enumerate(a, 1):
-        current = [i]
-        for j, char_b in enumerate(b, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (char_a != char_b)))
-        previous = current
-    return previous[-1]
-
-
 def _far_from_name(word: str, name_words: Sequence[str]) -> bool:
     """True when ``word`` cannot pass for a word of the name: edit distance >= 3 from each, and neither inside the other."""
     folded = word.casefold()
-    return all(_edit_distance(folded, part.casefold()) >= 3 and part.casefold() not in folded and folded not in part.casefold()
+    return all(edit_distance(folded, part.casefold()) >= 3 and part.casefold() not in folded and folded not in part.casefold()
                for part in name_words)
 
 

@@ -24,7 +24,7 @@ from torch import nn
 class SAEConfig(BaseModel):
     """Architecture of a TopK SAE plus where it was trained (provenance only)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     d_model: int = Field(gt=0, description="width of the hooked activations")
     n_latents: int = Field(gt=0, description="dictionary size")

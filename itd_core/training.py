@@ -95,7 +95,7 @@ _RESUMABLE_CHANGES = {"steps", "total_tokens", "checkpoint_every", "keep_checkpo
 class TrainingConfig(BaseModel):
     """Hyper-parameters of one SAE training run. Token counts are global (all processes together)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     n_latents: int = Field(gt=0, description="dictionary size")
     k: int = Field(gt=0, description="active latents per token")

@@ -6,7 +6,6 @@ from app_support import sets as set_ops
 from app_support.concepts import KINDS, TEMPLATES, concept_prompts, default_name
 from app_support.prompt_sets import available_prompt_sets, combine, default_retain, concept_presets
 from itd_core.concept import DEFAULT_TOP_N
-from itd_core.deactivation import PAPER_STRENGTH
 from itd_core.errors import ItdError
 from pages import common
 
@@ -112,7 +111,7 @@ with st.expander("Concept prompts used"):
 
 a1, a2, a3 = st.columns([2, 1, 1])
 target = a1.text_input("Add to concept", value=selection["name"], key="w.concept.target")
-strength = a2.number_input("Strength", value=PAPER_STRENGTH, step=1.0, key="w.concept.strength", help="the paper multiplies a concept's features by -8")
+strength = a2.number_input("Strength", value=common.current_set(loaded)[1].default_strength(), step=1.0, key="w.concept.strength", help="multiplies the concept's features: -8 in the paper's method, milder with the recommended residual edit")
 a3.write("")
 set_name = common.current_set_name(loaded)
 b1, b2, b3 = st.columns(3)

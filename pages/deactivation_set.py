@@ -6,7 +6,6 @@ import hashlib
 import streamlit as st
 
 from app_support import sets as set_ops
-from itd_core.deactivation import PAPER_STRENGTH
 from itd_core.errors import ItdError
 from pages import common
 
@@ -114,7 +113,7 @@ a1, a2, a3 = st.columns([2, 2, 1])
 concepts = [c.name for c in config.concepts]
 target = a1.text_input("Concept", value=concepts[0] if concepts else "", key="w.set.add_concept", placeholder="new or existing concept")
 ids_text = a2.text_input("Feature ids", key="w.set.add_ids", placeholder="e.g. 12, 40, 41")
-strength = a3.number_input("Strength", value=PAPER_STRENGTH, step=1.0, key="w.set.add_strength")
+strength = a3.number_input("Strength", value=config.default_strength(), step=1.0, key="w.set.add_strength")
 if st.button("Add", key="set.add"):
     with common.guard():
         try:

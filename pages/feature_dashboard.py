@@ -8,7 +8,6 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from app_support import sets as set_ops
-from itd_core.deactivation import PAPER_STRENGTH
 from itd_core.errors import ItdError
 from pages import common
 
@@ -166,7 +165,7 @@ concepts = [c.name for c in config.concepts]
 a1, a2, a3 = st.columns([2, 1, 1])
 target = a1.selectbox("Concept", [*concepts, "(new concept)"], key="w.dash.concept")
 new_name = a1.text_input("New concept name", key="w.dash.new_concept") if target == "(new concept)" else target
-strength = a2.number_input("Strength", value=PAPER_STRENGTH, step=1.0, key="w.dash.strength")
+strength = a2.number_input("Strength", value=config.default_strength(), step=1.0, key="w.dash.strength")
 a3.write("")
 if a3.button("Add to the set", type="primary", key="dash.add"):
     with common.guard():

@@ -7,7 +7,6 @@ import streamlit as st
 
 from app_support import sets as set_ops
 from app_support.prompt_sets import lines
-from itd_core.deactivation import PAPER_STRENGTH
 from pages import common
 
 common.frame()
@@ -114,7 +113,7 @@ if selected:
         common.open_feature(selected[0])
     concept = s2.text_input("Concept", value=config.concepts[0].name if config.concepts else "", key="w.map.add_concept")
     if s2.button(f"Add to set {set_name!r}", key="map.add", disabled=not concept.strip()):
-        common.change_set(loaded, lambda c: set_ops.add_features(c, concept, selected, strength=PAPER_STRENGTH, labels=names))
+        common.change_set(loaded, lambda c: set_ops.add_features(c, concept, selected, labels=names))
     list_name = s3.text_input("Feature list", key="w.map.list_name", placeholder="new or existing list")
     if s3.button("Add to list", key="map.add_list", disabled=not list_name.strip()):
         with common.guard():

@@ -296,7 +296,7 @@ def retain_prompts(erased: Sequence[str], *, seed: int = 777) -> list[str]:
     return prompts + [r["prompt"] for r in sets["retain"]] + sets["outside_people"]
 
 
-def build_config(bundle, erased: Sequence[str], method: str = "recommended", *, top_n: int = 128, strength: float = -8.0,
+def build_config(bundle, erased: Sequence[str], method: str = "recommended", *, top_n: int = 128, strength: float | None = None,
                  retain_margin: float | None = RECOMMENDED_RETAIN_MARGIN, min_share: float = RECOMMENDED_MIN_SHARE,
                  phrasings_per_family: int = 4, target_fpr: float = RECOMMENDED_TARGET_FPR, seed: int = 0):
     """An erasure config for world concepts.
@@ -304,7 +304,9 @@ def build_config(bundle, erased: Sequence[str], method: str = "recommended", *, 
     ``method="paper"``: features from the known templates minus the retain set (paper's subtraction), the paper's
     threshold rule, the paper's hook. ``"recommended"``: features from the known templates plus generated phrasings
     (calibration split), retain set plus generated hard negatives, ``retain_margin``, thresholds for ``target_fpr``
-    on the retain set and, separately, on the hard negatives (:func:`itd_core.calibration.threshold_for`), and the recommended hook settings."""
+    on the retain set and, separately, on the hard negatives (:func:`itd_core.calibration.threshold_for`), and the recommended hook settings.
+    ``strength`` None: the config's default for each concept's kind (:meth:`~itd_core.erasure_config.ErasureConfig.default_strength`).
+    """
     from itd_core.concept import PromptProfile, select_concept
     from itd_core.erasure_config import ConceptEntry, FeatureEntry
 
@@ -319,7 +321,8 @@ def build_config(bundle, erased: Sequence[str], method: str = "recommended", *, 
         selection = select_concept(bundle.adapter, bundle.sae, name, prompts, profile, top_n=top_n,
                                    **({} if method == "paper" else {"retain_margin": retain_margin, "min_share": min_share}))
         config.upsert(ConceptEntry(name=name, kind=concept_kind(name), prompts=known_prompts(name),
-                                   features=[FeatureEntry(id=f, strength=strength) for f in selection.feature_ids]))
+                                   features=[FeatureEntry(id=f, strength=strength if strength is not None else config.default_strength(concept_kind(name)))
+                                             for f in selection.feature_ids]))
     deactivator = config.deactivator(bundle.sae)
     retain_scores = deactivator.score_prompts(bundle.adapter, retain)
     for index, name in enumerate(names):

@@ -170,3 +170,37 @@ def test_python_dash_m_entry_point(tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and result.stdout == ""
     assert "erasure config not found" in result.stderr
+
+
+@pytest.mark.parametrize(("path", "value"), [(("concepts", 0, "threshold"), "NaN"), (("concepts", 0, "threshold"), "Infinity"),
+                                             (("concepts", 0, "features", 0, "strength"), "-Infinity"), (("concepts", 0, "features", 0, "strength"), "NaN")])
+def test_non_finite_numbers_in_a_config_are_refused_not_ignored(capsys, files, tiny_pipeline_dir, tiny_sae_dir, path, value):
+    config = files / "finite.json"
+    if not config.exists():
+        code, _, err = run(capsys, "concept", "select", *bundle_args(tiny_pipeline_dir, tiny_sae_dir), "--concept", "Tom Cruise", "--method", "paper",
+                           "--prompts", files / "target.txt", "--retain", files / "retain.csv", "--top-n", 16, "-o", config)
+        assert code == 0, err
+        assert run(capsys, "calibrate", config, "--retain", files / "retain.csv")[0] == 0
+    data = json.loads(config.read_text())
+    node = data
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = "__VALUE__"
+    hostile = files / "hostile.json"
+    text = json.dumps(data).replace('"__VALUE__"', value)  # Python's json writes and reads bare NaN/Infinity
+    hostile.write_text(text)
+    for argv in (["classify", hostile, TARGET[0], "--json"], ["calibrate", hostile, "--retain", files / "retain.csv"]):
+        code, out, err = run(capsys, *argv)
+        assert code == 1 and out == "" and "Traceback" not in err
+        assert ".".join(map(str, path)) in err and "finite" in err
+        assert hostile.read_text() == text, "the refused file is left as it was"
+
+
+def test_json_output_is_strict_json():
+    import argparse
+
+    from itd_core.cli import emit
+    from itd_core.errors import ItdError
+
+    with pytest.raises(ItdError, match="non-finite"):
+        emit(argparse.Namespace(json=True), {"score": float("nan")}, "")

@@ -138,3 +138,38 @@ def test_peak_score_averages_the_highest_scoring_prompt_tokens(sae, activations,
     padded = activations.clone()
     padded[3, 2:] = torch.randn(8, 24)  # what follows a 1-token prompt's EOS does not count
     torch.testing.assert_close(Deactivator(sae, concepts, score_positions="peak").scores(padded, mask)[3], scores[3])
+
+
+def test_residual_edit_adds_only_the_change_of_the_triggered_concepts_features(sae, activations):
+    scores = Deactivator(sae, _concepts(sae, activations)).scores(activations)
+    concepts = _concepts(sae, activations, thresholds=(0.99 * float(scores[0, 0]), float("inf")))
+    result = Deactivator(sae, concepts, edit_output="residual").apply(activations)
+    first = concepts[0]
+    strength = dict(zip(first.feature_ids, first.strengths))
+    code = sae.encode(activations[:, 1:])
+    for b in range(7):
+        expected = activations[b].clone()
+        if result.edited[b]:
+            for t in range(activations.shape[1] - 1):  # x_t + (s - 1) z_f d_f for the triggered concept's features
+                for f, z in zip(code.indices[b, t].tolist(), code.values[b, t].tolist()):
+                    if f in strength:
+                        expected[t + 1] += (strength[f] - 1.0) * z * sae.W_dec[f]
+        torch.testing.assert_close(result.activations[b], expected, rtol=1e-5, atol=1e-5)
+    assert result.edited.tolist()[0] and not result.triggered[:, 1].any()
+
+
+def test_residual_edit_leaves_positions_without_concept_features_bit_exact(sae, activations):
+    concepts = [c.with_threshold(0.0) for c in _concepts(sae, activations)]
+    result = Deactivator(sae, concepts[:1], edit_output="residual").apply(activations)
+    code = sae.encode(activations[:, 1:])
+    fires = torch.isin(code.indices, torch.tensor(concepts[0].feature_ids)).any(-1)  # [B, T-1]
+    assert result.edited.all() and fires.any() and not fires.all()
+    tail = result.activations[:, 1:]
+    assert torch.equal(tail[~fires], activations[:, 1:][~fires]), "the layer's own values where no concept feature fires"
+    assert not torch.equal(tail[fires], activations[:, 1:][fires])
+    assert torch.equal(result.activations[:, 0], activations[:, 0])
+
+
+def test_unknown_edit_output_is_named(sae, activations):
+    with pytest.raises(ItdError, match="edit_output"):
+        Deactivator(sae, _concepts(sae, activations), edit_output="steer")

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from itd_core.erasure_config import PAPER_METHOD, RECOMMENDED_METHOD, ConceptEntry, ErasureConfig, FeatureEntry, ModelRef, SAERef
+from itd_core.erasure_config import PAPER_METHOD, RECOMMENDED_METHOD, RESIDUAL_STRENGTHS, ConceptEntry, ErasureConfig, FeatureEntry, ModelRef, SAERef
 from itd_core.errors import ItdError
 from itd_core.sae import SAEConfig, TopKSAE
 from itd_core.sae_io import weights_fingerprint
@@ -85,7 +85,7 @@ def test_content_hash_ignores_metadata(sae):
 
 def test_a_config_without_method_fields_loads_as_the_papers_method_with_its_old_hash(tmp_path, sae):
     old = json.loads(_config(sae).to_json())
-    for key in ("edit_positions", "edit_negative_prompt", "prompt_folding", "score_positions"):
+    for key in ("edit_positions", "edit_output", "edit_negative_prompt", "prompt_folding", "score_positions"):
         old.pop(key)
     old["concepts"][0].pop("kind")
     path = tmp_path / "old.json"
@@ -94,11 +94,22 @@ def test_a_config_without_method_fields_loads_as_the_papers_method_with_its_old_
     assert loaded.method == PAPER_METHOD and loaded.method_name() == "paper"
     assert loaded.content_hash() == _config(sae).content_hash(), "cached generations of old configs stay valid"
     deactivator = loaded.deactivator(sae)
-    assert (deactivator.score_positions, deactivator.edit_positions, deactivator.fold_prompts) == ("all", "all", False)
+    assert (deactivator.score_positions, deactivator.edit_positions, deactivator.edit_output, deactivator.fold_prompts) == ("all", "all", "reconstruction", False)
     recommended = loaded.model_copy(update=RECOMMENDED_METHOD)
     assert recommended.method_name() == "recommended" and recommended.content_hash() != loaded.content_hash()
     assert ErasureConfig.load(recommended.save(tmp_path / "new.json")).method == RECOMMENDED_METHOD
     assert loaded.model_copy(update={"edit_positions": "concept"}).method_name() == "custom"
+    assert recommended.deactivator(sae).edit_output == "residual"
+
+
+def test_default_strength_follows_the_edit_and_the_concepts_kind(sae):
+    paper = _config(sae)
+    assert paper.default_strength("person") == paper.default_strength("unsafe") == -8.0
+    recommended = paper.model_copy(update=RECOMMENDED_METHOD)
+    assert recommended.default_strength("person") == RESIDUAL_STRENGTHS["person"]
+    assert recommended.default_strength("unsafe") == RESIDUAL_STRENGTHS["unsafe"]
+    assert recommended.default_strength() == RESIDUAL_STRENGTHS["other"]
+    assert all(-8.0 < strength < 0 for strength in RESIDUAL_STRENGTHS.values()), "milder than the paper's, still a deactivation"
 
 
 def test_calibrate_records_the_rule_and_holds_the_rate_on_hard_negatives_apart(sae):

@@ -144,3 +144,20 @@ def test_concept_positions_edit_keeps_the_other_tokens(tiny_bundle, config):
     kept = ~changed
     assert torch.equal(only_concept.activations[0, kept], activations[0, kept])
     torch.testing.assert_close(only_concept.activations[0, changed], everywhere.activations[0, changed])
+
+
+def test_residual_edit_changes_only_the_concepts_tokens_through_the_pipeline(tiny_bundle, config):
+    residual = config.model_copy(update={"edit_output": "residual"}, deep=True)
+    pipe = tiny_bundle.pipeline
+    batch = tiny_bundle.adapter.tokenize([TARGET[0]])
+    activations = tiny_bundle.adapter.capture(batch)
+    edited = residual.deactivator(tiny_bundle.sae).apply(activations)
+    changed = (edited.activations != activations).any(-1)[0]
+    assert edited.edited.tolist() == [True] and changed.any() and not changed[0]
+    assert not changed[1:].all(), "positions where no concept feature fires keep the layer's own output"
+    non_target = "a photo of a quiet harbour"
+    with erasure(pipe, residual, tiny_bundle.sae) as hook:
+        embeds, _ = pipe.encode_prompt([TARGET[0], non_target], "cpu", 1, False)
+    plain, _ = pipe.encode_prompt([TARGET[0], non_target], "cpu", 1, False)
+    assert hook.prompt_calls[-1].edited == [True, False]
+    assert not torch.equal(embeds[0], plain[0]) and torch.equal(embeds[1], plain[1])

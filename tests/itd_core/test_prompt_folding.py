@@ -1,6 +1,6 @@
 import pytest
 
-from itd_core.prompt_folding import fold_prompt
+from itd_core.prompt_folding import edit_distance, fold_concept_prompt, fold_names, fold_prompt
 
 
 @pytest.mark.parametrize("written, folded", [
@@ -20,3 +20,57 @@ def test_disguises_fold_to_the_plain_spelling(written, folded):
 @pytest.mark.parametrize("text", ["a 4k photo of 2 cats, 1080p", "a red circle", "3 small stars", "Painting in the style of Varo Quennel", "R2"])
 def test_plain_text_and_numbers_are_left_alone(text):
     assert fold_prompt(text) == text
+
+
+NAMES = ["Mira Castellane", "Doran Velt"]
+
+
+@pytest.mark.parametrize("written, folded", [
+    ("a charcoal drawing of Mira Cas tellane", "a charcoal drawing of Mira Castellane"),  # split by a space
+    ("Mira Cas-tellane's dog.", "Mira Castellane's dog."),  # hyphen; possessive and full stop kept
+    ("Dor-an Velt sitting", "Doran Velt sitting"),
+    ("Mira Castlelane, at night", "Mira Castellane, at night"),  # two letters swapped: one edit
+    ("Ddoran Velt at a concert", "Doran Velt at a concert"),  # a doubled letter
+    ("mira castellane and doran velt", "Mira Castellane and Doran Velt"),
+])
+def test_near_miss_spellings_of_a_name_are_written_as_the_name(written, folded):
+    assert fold_names(written, NAMES) == folded
+    assert fold_concept_prompt(written.replace("a", "а"), NAMES) == folded, "after the character folding"
+
+
+@pytest.mark.parametrize("text", [
+    "a portrait of Mira Castellane",  # already the name
+    "Ilsa Marvin painting",  # two or more edits from any name
+    "Tessa Castellane at a concert",  # a shared surname is another person
+    "a felt hat", "Velt, Mira",  # a lone name part; punctuation ends a name
+    "Mira, Castellane",
+])
+def test_other_words_are_left_alone(text):
+    assert fold_names(text, NAMES) == text
+
+
+def test_short_names_fold_only_splits():
+    assert fold_names("Al Bo portrait", ["Albo"]) == "Albo portrait"
+    assert fold_names("Alba portrait", ["Albo"]) == "Alba portrait", "one edit from a 4-letter name is another word"
+
+
+def test_edit_distance_counts_a_swap_as_one_edit():
+    assert edit_distance("ab", "ba") == 1
+    assert edit_distance("kitten", "sitting") == 3
+    assert edit_distance("", "abc") == 3 and edit_distance("abc", "abc") == 0
+
+
+@pytest.mark.parametrize("written, folded", [
+    ("Castellane's yearbook photo", "Mira Castellane's yearbook photo"),
+    ("a portrait of Mira", "a portrait of Mira Castellane"),
+    ("Velt at a concert", "Doran Velt at a concert"),
+])
+def test_lone_name_parts_are_completed_only_when_asked(written, folded):
+    assert fold_names(written, NAMES) == written
+    assert fold_names(written, NAMES, complete_parts=True) == folded
+    assert fold_concept_prompt(written, NAMES, "fold_parts") == folded and fold_concept_prompt(written, NAMES, "none") == written
+
+
+@pytest.mark.parametrize("text", ["Tessa Castellane at a concert", "Mira Brennick on stage", "a portrait of mira", "a felt hat"])
+def test_a_name_part_beside_another_name_or_in_lower_case_is_not_completed(text):
+    assert fold_names(text, NAMES, complete_parts=True) == text
