@@ -4,7 +4,7 @@ Storage: one :class:`~itd_core.erasure_config.ErasureConfig` JSON file per set,
 ``<folder>/<name>.json``, where the folder is per SAE (see :func:`app_support.settings.sets_folder`).
 The file is the core's schema, so a set can be used with ``itd classify``/``itd calibrate`` as is.
 
-Every change is a read-modify-write under an exclusive lock on ``<folder>/.<name>.lock``: the set
+Every change is a read-modify-write under an exclusive lock on ``<folder>/.<name>.json.lock``: the set
 is re-read from disk, the change applied, and the result written atomically (temp file + fsync
 + rename). So a closed tab or a crashed server loses nothing that was shown as saved, and two
 browser sessions editing the same set never lose each other's changes or leave a broken file:
@@ -20,15 +20,13 @@ concept's threshold and calibration: a threshold is only valid for the features 
 
 from __future__ import annotations
 
-import fcntl
 import json
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
-from itd_core.atomic import atomic_write_text
+from itd_core.atomic import atomic_write_text, file_lock
 from itd_core.deactivation import SCORE_POSITIONS
 from itd_core.erasure_config import CalibrationInfo, ConceptEntry, ErasureConfig, FeatureEntry
 from itd_core.errors import ItdError
@@ -63,16 +61,9 @@ class SetStore:
     def exists(self, name: str) -> bool:
         return self.path(name).is_file()
 
-    @contextmanager
-    def locked(self, name: str) -> Iterator[None]:
+    def locked(self, name: str):
         """Exclusive lock on one set, across threads and processes."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        with open(self.folder / f".{check_set_name(name)}.lock", "a+") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        return file_lock(self.path(name))
 
     def load(self, name: str) -> ErasureConfig:
         path = self.path(name)

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from itd_core.atomic import file_lock
 from itd_core.errors import ItdError
 
 # --------------------------------------------------------------------------- helpers
@@ -138,6 +139,11 @@ def _generated_sets(config, name: str, kind: str | None, args) -> tuple[list[str
 
 
 def cmd_concept_select(args) -> None:
+    with file_lock(args.output):  # a read-modify-write of the config: concurrent commands must not lose each other's change
+        _concept_select(args)
+
+
+def _concept_select(args) -> None:
     from itd_core.concept import RECOMMENDED_MIN_SHARE, RECOMMENDED_RETAIN_MARGIN, select_concept
     from itd_core.erasure_config import ConceptEntry, ErasureConfig, FeatureEntry
     from itd_core.prompts import expand_templates, read_prompt_files, read_prompts
@@ -194,6 +200,11 @@ def _parse_strengths(items: Sequence[str]) -> dict[int, float]:
 
 def cmd_concept_edit(args) -> None:
     """Manual curation on top of the selection: add/remove features, per-feature strength and label."""
+    with file_lock(args.config):  # a read-modify-write of the config: concurrent commands must not lose each other's change
+        _concept_edit(args)
+
+
+def _concept_edit(args) -> None:
     from itd_core.erasure_config import ErasureConfig, FeatureEntry
 
     config = ErasureConfig.load(args.config)
@@ -227,6 +238,11 @@ def cmd_concept_edit(args) -> None:
 
 
 def cmd_calibrate(args) -> None:
+    with file_lock(args.config):  # a read-modify-write of the config: concurrent commands must not lose each other's change
+        _calibrate(args)
+
+
+def _calibrate(args) -> None:
     from itd_core.calibration import DEFAULT_FPR, RECOMMENDED_TARGET_FPR
     from itd_core.erasure_config import ErasureConfig
     from itd_core.prompts import read_prompt_files
@@ -512,7 +528,7 @@ def build_parser() -> argparse.ArgumentParser:
     select.add_argument("--retain", action="extend", nargs="+", required=True, metavar="FILE")
     select.add_argument("--top-n", type=int, default=128, help="top-N per prompt (paper: 128; 256 for art styles)")
     select.add_argument("--strength", type=float, help="deactivation strength (default: the config's method and the concept's kind; "
-                                                       "-8 for the paper's, -2 for people and artists and -4 for unsafe with the recommended)")
+                                                       "-8 for the paper's; with the recommended, -1 for people and artists, -3 for unsafe, -2 otherwise)")
     select.add_argument("--kind", choices=["person", "artist", "unsafe", "other"], help="what the concept is (generated phrasings depend on it; default: person)")
     select.add_argument("--method", choices=["recommended", "paper"], default="recommended",
                         help="method switches of a NEW config (README: 'Erasure methods'); an existing config keeps its own (default: recommended)")

@@ -59,7 +59,7 @@ RECOMMENDED_METHOD = {"score_positions": "peak", "edit_positions": "all", "edit_
 METHOD_PRESETS = {"paper": PAPER_METHOD, "recommended": RECOMMENDED_METHOD}
 # Default strength of a concept's features under the residual edit, by kind (measured on ShapesWorld: README,
 # "Erasure methods"); the paper's reconstruction edit uses -8 for every kind.
-RESIDUAL_STRENGTHS: dict[str, float] = {"person": -2.0, "artist": -2.0, "unsafe": -4.0, "other": -2.0}
+RESIDUAL_STRENGTHS: dict[str, float] = {"person": -1.0, "artist": -1.0, "unsafe": -3.0, "other": -2.0}
 
 
 class _Strict(BaseModel):

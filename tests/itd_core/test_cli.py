@@ -204,3 +204,17 @@ def test_json_output_is_strict_json():
 
     with pytest.raises(ItdError, match="non-finite"):
         emit(argparse.Namespace(json=True), {"score": float("nan")}, "")
+
+
+def test_two_selects_into_one_config_at_once_keep_both_concepts(files, tiny_pipeline_dir, tiny_sae_dir, tmp_path):
+    config = tmp_path / "shared.json"
+    (tmp_path / "pitt.txt").write_text("A portrait of Brad Pitt\nBrad Pitt in an official photo\n")
+    (tmp_path / "retain.txt").write_text("a cat on a mat\na house by a lake\n")
+    commands = [[sys.executable, "-m", "itd_core", "concept", "select", *map(str, bundle_args(tiny_pipeline_dir, tiny_sae_dir)), "--concept", name,
+                 "--prompts", str(prompts), "--retain", str(tmp_path / "retain.txt"), "--top-n", "16", "--no-phrasings", "-o", str(config)]
+                for name, prompts in [("Tom Cruise", files / "target.txt"), ("Brad Pitt", tmp_path / "pitt.txt")]]
+    running = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for command in commands]
+    for process in running:
+        _, err = process.communicate(timeout=300)
+        assert process.returncode == 0, err
+    assert sorted(c["name"] for c in json.loads(config.read_text())["concepts"]) == ["Brad Pitt", "Tom Cruise"]
