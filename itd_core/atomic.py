@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from itd_core.errors import ItdError
+
 
 @contextmanager
 def file_lock(path: str | Path) -> Iterator[None]:
@@ -45,6 +47,10 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
             os.fsync(temp.fileno())
         os.chmod(temp_name, mode)
         os.replace(temp_name, path)
+    except OSError as error:  # a full disk, a quota: say which file, and that the old one is intact
+        Path(temp_name).unlink(missing_ok=True)
+        kept = "left as it was" if path.exists() else "not created"
+        raise ItdError(f"cannot write {path}: {error.strerror or error}; the file was {kept}") from None
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)
         raise

@@ -556,7 +556,8 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--target", action="extend", nargs="+", metavar="FILE", help="target prompts (default: the concept's stored prompts)")
     calibrate.add_argument("--retain", action="extend", nargs="+", required=True, metavar="FILE")
     calibrate.add_argument("--rule", choices=["paper", "fpr", "phrasings"],
-                           help="paper: 0.99 x min target score; fpr: a false-positive rate on the retain set; phrasings: that rate on the retain set "
+                           help="paper: 0.99 x min target score (brittle: fitted to the few target prompts, a prompt worded a little "
+                                "differently can fall below it); fpr: a false-positive rate on the retain set; phrasings: that rate on the retain set "
                                 "and on generated hard negatives, TPR over the targets plus generated phrasings (default: phrasings for a config with "
                                 "the recommended method, else paper)")
     calibrate.add_argument("--fpr", type=float, help="target false-positive rate (default: 0.02 for phrasings, 0.01 for fpr)")
@@ -622,6 +623,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.handler(args)
     except ItdError as error:
         print(f"error: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:  # a full disk, a read-only folder, a permission: files already written stay as they were
+        where = f": {error.filename}" if error.filename else ""
+        print(f"error: {error.strerror or error}{where}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from itd_core.errors import ItdError
+from itd_core.prompts import check_prompts
 
 # Layer lists per family, as transformers 5 names them (CLIPTextModel has no `text_model` level any more).
 _LAYER_LISTS = {"clip": "encoder.layers", "bert": "encoder.layer"}
@@ -162,9 +163,9 @@ class TextEncoderAdapter:
     def tokenize(self, prompts: Sequence[str]) -> TokenizedPrompts:
         if isinstance(prompts, str):
             prompts = [prompts]
-        prompts = [str(p) for p in prompts]
         if not prompts:
             raise ItdError("no prompts given")
+        prompts = check_prompts(list(prompts))
         batch = self.tokenizer(
             prompts, padding="max_length", max_length=self.max_length, truncation=True,
             return_tensors="pt", return_special_tokens_mask=True,

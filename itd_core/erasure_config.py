@@ -35,7 +35,7 @@ import json
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -45,9 +45,12 @@ from itd_core.calibration import CalibrationRule, Rates, rates, threshold_for
 from itd_core.deactivation import PAPER_STRENGTH, ConceptFeatures, Deactivator, EditOutput, EditPositions, ScorePositions
 from itd_core.errors import ItdError
 from itd_core.prompt_folding import PromptFolding
+from itd_core.prompts import MAX_PROMPT_CHARS, MAX_PROMPTS
 from itd_core.sae import TopKSAE
 
 SCHEMA_VERSION = 1
+MAX_CONFIG_BYTES = 64 * 2**20  # a config of every feature of a 524k-latent SAE with labels is well under this
+_MAX_DEPTH = 8  # the schema's deepest value is concepts.N.features.N.id
 SAEFormat = Literal["itd", "saelens", "native"]
 ConceptKind = Literal["person", "artist", "unsafe", "other"]
 
@@ -88,16 +91,18 @@ class ConceptEntry(_Strict):
     features: list[FeatureEntry] = Field(min_length=1)
     threshold: float | None = None
     calibration: CalibrationInfo | None = None
-    prompts: list[str] = Field(default_factory=list, description="the concept prompts the features were selected from")
+    prompts: list[Annotated[str, Field(max_length=MAX_PROMPT_CHARS)]] = Field(
+        default_factory=list, max_length=MAX_PROMPTS, description="the concept prompts the features were selected from")
     notes: str = ""
 
     @field_validator("features")
     @classmethod
     def _unique_ids(cls, features: list[FeatureEntry]) -> list[FeatureEntry]:
-        ids = [f.id for f in features]
-        duplicates = sorted({i for i in ids if ids.count(i) > 1})
-        if duplicates:
-            raise ValueError(f"feature id {duplicates[0]} listed twice")
+        seen: set[int] = set()
+        for feature in features:  # one pass: a config of 100k features is checked in milliseconds
+            if feature.id in seen:
+                raise ValueError(f"feature id {feature.id} listed twice")
+            seen.add(feature.id)
         return features
 
     def to_concept_features(self) -> ConceptFeatures:
@@ -174,10 +179,15 @@ class ErasureConfig(_Strict):
         path = Path(path)
         if not path.is_file():
             raise ItdError(f"erasure config not found: {path}")
+        size = path.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ItdError(f"{path} is {size / 2**20:.1f} MiB; the limit for an erasure config is {MAX_CONFIG_BYTES // 2**20} MiB")
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
             raise ItdError(f"{path} is not valid JSON: {error}") from None
+        except RecursionError:
+            raise ItdError(f"{path} is nested too deeply to be an erasure config") from None
         return cls.from_dict(data, source=str(path))
 
     @classmethod
@@ -188,6 +198,7 @@ class ErasureConfig(_Strict):
             raise ItdError(f"{source}: missing key 'schema_version' (this tool reads version {SCHEMA_VERSION})")
         if data["schema_version"] != SCHEMA_VERSION:
             raise ItdError(f"{source}: unknown schema_version {data['schema_version']!r} (this tool reads version {SCHEMA_VERSION})")
+        _check_plain_data(data, source)
         try:
             return cls.model_validate(data)
         except ValidationError as error:
@@ -253,6 +264,25 @@ class ErasureConfig(_Strict):
         """Add a concept, or replace the one of the same name."""
         self.concepts = [c for c in self.concepts if c.name != concept.name] + [concept]
         self.model_validate(self.model_dump())
+
+
+def _check_plain_data(data, source: str) -> None:
+    """Refuse what the schema cannot name well: nesting deeper than a config has, and text that is not valid
+    Unicode (a lone surrogate from a JSON escape would only fail later, when the config is written)."""
+    stack = [(data, "", 0)]
+    while stack:
+        node, where, depth = stack.pop()
+        if depth > _MAX_DEPTH:
+            raise ItdError(f"{source}: nested deeper than an erasure config ({_MAX_DEPTH} levels) at '{where}'")
+        if isinstance(node, str):
+            try:
+                node.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ItdError(f"{source}: '{where}' holds a lone surrogate (invalid Unicode)") from None
+        elif isinstance(node, dict):
+            stack += [(value, f"{where}.{key}" if where else str(key), depth + 1) for key, value in node.items()]
+        elif isinstance(node, list):
+            stack += [(value, f"{where}.{i}", depth + 1) for i, value in enumerate(node)]
 
 
 def describe_validation_error(error: ValidationError) -> str:

@@ -620,6 +620,8 @@ def _torch_source(
 
 # ---- safetensors (SAELens, native)
 
+MAX_SAFETENSORS_HEADER = 100_000_000  # the safetensors format's own cap on the JSON header
+
 
 def _safetensors_sources(path: Path) -> dict[str, _Source]:
     """Parse the (small, documented) safetensors header: name -> dtype, shape, absolute byte offset."""
@@ -628,6 +630,8 @@ def _safetensors_sources(path: Path) -> dict[str, _Source]:
         raise ItdError(f"{path}: truncated safetensors file ({size} bytes)")
     with open(path, "rb") as handle:
         (header_len,) = struct.unpack("<Q", handle.read(8))
+        if header_len > MAX_SAFETENSORS_HEADER:  # checked before reading: a forged length would allocate gigabytes
+            raise ItdError(f"{path}: corrupt safetensors file (header of {header_len:,} bytes; the safetensors limit is {MAX_SAFETENSORS_HEADER:,})")
         if 8 + header_len > size:
             raise ItdError(f"{path}: truncated or corrupt safetensors file (header of {header_len} bytes, file of {size})")
         header_bytes = handle.read(header_len)

@@ -113,6 +113,9 @@ else:
     st.subheader("Threshold")
     rule = common.keep("itd.calib.rule", st.radio("Rule", list(RULES), format_func=RULES.get, horizontal=True, key=common.remember("itd.calib.rule", "paper")))
     target_fpr = manual = None
+    if rule == "paper":
+        st.caption("The paper's rule fits the threshold to the few target prompts given: a prompt worded a little "
+                   "differently (a trailing emoji, \"...\") can fall below it. The phrasings rule holds on generated phrasings.")
     with common.guard():
         if rule in ("fpr", "phrasings"):
             target_fpr = st.slider("Allowed false-positive rate on the retain prompts", 0.0, 0.5, 0.01, 0.005, key="w.calib.fpr")

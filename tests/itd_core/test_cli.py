@@ -21,6 +21,16 @@ def files(tmp_path_factory):
     return folder
 
 
+@pytest.fixture(scope="module")
+def calibrated(files, tiny_pipeline_dir, tiny_sae_dir):
+    """A selected and calibrated config (the paper's method) to mutate."""
+    config = files / "calibrated.json"
+    assert main([str(a) for a in ["concept", "select", *bundle_args(tiny_pipeline_dir, tiny_sae_dir), "--concept", "Tom Cruise", "--method", "paper",
+                                  "--prompts", files / "target.txt", "--retain", files / "retain.csv", "--top-n", 16, "-o", config]]) == 0
+    assert main(["calibrate", str(config), "--retain", str(files / "retain.csv")]) == 0
+    return config
+
+
 def run(capsys, *argv):
     code = main([str(a) for a in argv])
     captured = capsys.readouterr()
@@ -174,14 +184,8 @@ def test_python_dash_m_entry_point(tmp_path):
 
 @pytest.mark.parametrize(("path", "value"), [(("concepts", 0, "threshold"), "NaN"), (("concepts", 0, "threshold"), "Infinity"),
                                              (("concepts", 0, "features", 0, "strength"), "-Infinity"), (("concepts", 0, "features", 0, "strength"), "NaN")])
-def test_non_finite_numbers_in_a_config_are_refused_not_ignored(capsys, files, tiny_pipeline_dir, tiny_sae_dir, path, value):
-    config = files / "finite.json"
-    if not config.exists():
-        code, _, err = run(capsys, "concept", "select", *bundle_args(tiny_pipeline_dir, tiny_sae_dir), "--concept", "Tom Cruise", "--method", "paper",
-                           "--prompts", files / "target.txt", "--retain", files / "retain.csv", "--top-n", 16, "-o", config)
-        assert code == 0, err
-        assert run(capsys, "calibrate", config, "--retain", files / "retain.csv")[0] == 0
-    data = json.loads(config.read_text())
+def test_non_finite_numbers_in_a_config_are_refused_not_ignored(capsys, files, calibrated, path, value):
+    data = json.loads(calibrated.read_text())
     node = data
     for key in path[:-1]:
         node = node[key]
@@ -218,3 +222,48 @@ def test_two_selects_into_one_config_at_once_keep_both_concepts(files, tiny_pipe
         _, err = process.communicate(timeout=300)
         assert process.returncode == 0, err
     assert sorted(c["name"] for c in json.loads(config.read_text())["concepts"]) == ["Brad Pitt", "Tom Cruise"]
+
+
+def test_invalid_utf8_on_the_command_line_is_an_error_message(calibrated):
+    result = subprocess.run([sys.executable.encode(), b"-m", b"itd_core", b"classify", str(calibrated).encode(), b"A portrait of \xff\xfe"],
+                            capture_output=True, timeout=120)
+    assert result.returncode == 1 and result.stdout == b""
+    assert b"lone surrogate" in result.stderr and b"Traceback" not in result.stderr
+
+
+def test_a_read_only_folder_is_an_error_message_and_the_config_survives(capsys, files, calibrated, tmp_path):
+    import os
+
+    folder = tmp_path / "readonly"
+    folder.mkdir()
+    config = folder / "erasure.json"
+    config.write_text(calibrated.read_text())
+    before = config.read_text()
+    folder.chmod(0o555)
+    try:
+        if os.access(folder, os.W_OK):
+            pytest.skip("running as a user who can write anywhere (root): a read-only folder cannot be made here")
+        code, out, err = run(capsys, "calibrate", config, "--retain", files / "retain.csv")
+    finally:
+        folder.chmod(0o755)
+    assert code == 1 and "Traceback" not in err and "error: " in err
+    assert config.read_text() == before
+
+
+def test_a_full_disk_is_an_error_message_and_the_config_survives(files, calibrated, tmp_path):
+    import resource
+    import signal
+
+    config = tmp_path / "erasure.json"
+    config.write_text(calibrated.read_text())
+    before = config.read_text()
+
+    def small_file_limit():  # writes past 100 bytes fail (EFBIG) as on a full disk, for root too
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100, 100))
+
+    result = subprocess.run([sys.executable, "-m", "itd_core", "calibrate", str(config), "--retain", str(files / "retain.csv")],
+                            capture_output=True, text=True, timeout=300, preexec_fn=small_file_limit)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"error: cannot write {config}: File too large; the file was left as it was" in result.stderr
+    assert config.read_text() == before and not list(tmp_path.glob(".erasure.json.*.tmp")), "no half-written file left"

@@ -122,3 +122,31 @@ def test_calibrate_records_the_rule_and_holds_the_rate_on_hard_negatives_apart(s
     assert measured.tpr == pytest.approx(2 / 3) and measured.n_retain == 103
     concept.calibrate([0.5, 0.95, 1.2], retain, rule="paper")
     assert concept.threshold == pytest.approx(0.99 * 0.5) and concept.calibration.target_fpr is None
+
+
+def test_a_config_with_100k_features_is_checked_in_one_pass(sae):
+    features = [FeatureEntry(id=i) for i in range(100_000)]
+    assert len(ConceptEntry(name="many", features=features).features) == 100_000
+    with pytest.raises(ValueError, match="feature id 5 listed twice"):
+        ConceptEntry(name="many", features=[*features, FeatureEntry(id=5)])
+
+
+@pytest.mark.parametrize(("mutate", "message"), [
+    (lambda d: d["concepts"][0].update(notes="\ud800"), "'concepts.0.notes' holds a lone surrogate"),
+    (lambda d: d["concepts"][0].update(notes=[[[[[[[[["deep"]]]]]]]]]), "nested deeper"),
+    (lambda d: d["concepts"][0].update(prompts=["x" * 5000]), "concepts.0.prompts.0"),
+])
+def test_hostile_values_are_refused_with_the_field_named(tmp_path, sae, mutate, message):
+    data = json.loads(_config(sae).to_json())
+    mutate(data)
+    path = tmp_path / "hostile.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ItdError, match=message):
+        ErasureConfig.load(path)
+
+
+def test_json_nested_thousands_deep_is_an_error_not_a_recursion_error(tmp_path):
+    path = tmp_path / "deep.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ItdError, match="nested too deeply"):
+        ErasureConfig.load(path)

@@ -493,3 +493,16 @@ def test_round_trip_with_uneven_blocks(tmp_path, fmt, small_blocks):
     loaded = load_sae(save_sae(sae, tmp_path / fmt, format=fmt))
     assert_same_weights(loaded, sae, stats=fmt != "saelens")
     assert loaded.fingerprint == weights_fingerprint(sae)
+
+
+@pytest.mark.parametrize(("fmt", "weights"), [("saelens", "sae_weights.safetensors"), ("native", "sae.safetensors")])
+def test_a_forged_header_length_is_refused_before_it_is_read(tmp_path, fmt, weights):
+    import struct
+
+    folder = save_sae(build_sae(), tmp_path / fmt, format=fmt)
+    path = folder / weights
+    with open(path, "r+b") as handle:
+        handle.write(struct.pack("<Q", 2**30))  # 1 GiB header in a small file
+        handle.truncate(2**30 + 64)  # sparse: the length fits the file, so only the cap can stop the read
+    with pytest.raises(ItdError, match=rf"{weights}.*header of 1,073,741,824 bytes"):
+        load_sae(folder)
