@@ -5,8 +5,10 @@ calibration and classification), computed for every concept of the set at once. 
 three groups are the concept's *target* prompts (default: the prompts its features were
 selected from), *retain* prompts (things to keep; the false-positive rate rule uses them) and
 *general* prompts (anything else worth watching; shown, and counted as non-targets in the ROC).
-The ``phrasings`` rule is the false-positive-rate rule meant for retain prompts that include generated
-hard negatives (and targets that include generated phrasings: :func:`app_support.prompt_sets.red_team_sets`).
+A fourth group, *hard negatives* (generated look-alikes: :func:`app_support.prompt_sets.red_team_sets`), is
+held apart: the ``phrasings`` rule holds the false-positive rate on the retain prompts and, separately, on
+the hard negatives (pooled, a few hard negatives would hide among many retain prompts), as
+:func:`itd_core.calibration.threshold_for` and ``itd calibrate`` do.
 """
 
 from __future__ import annotations
@@ -60,10 +62,11 @@ class ConceptScores:
     target: np.ndarray
     retain: np.ndarray
     general: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    hard_negative: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     @property
     def non_target(self) -> np.ndarray:
-        return np.concatenate([self.retain, self.general])
+        return np.concatenate([self.retain, self.hard_negative, self.general])
 
     def roc(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return roc_curve(self.target, self.non_target)
@@ -82,11 +85,11 @@ def choose_threshold(scores: ConceptScores, rule: CalibrationRule, *, target_fpr
     if rule == "fpr":
         if target_fpr is None:
             raise ItdError("choose a target false-positive rate")
-        return fpr_threshold(scores.retain, target_fpr)
+        return fpr_threshold(np.concatenate([scores.retain, scores.hard_negative]), target_fpr)
     if rule == "phrasings":
         if target_fpr is None:
             raise ItdError("choose a target false-positive rate")
-        return threshold_for(rule, scores.target, scores.retain, target_fpr)
+        return threshold_for(rule, scores.target, scores.retain, target_fpr, scores.hard_negative)
     if rule == "manual":
         if manual is None or not np.isfinite(manual):
             raise ItdError("type a threshold")
@@ -103,17 +106,23 @@ class ThresholdReport:
     n_target: int
     n_retain: int
     n_general: int
+    fpr_hard_negative: float | None = None
+    n_hard_negative: int = 0
+    fpr_negatives: float | None = None  # retain and hard negatives together, as the config records it
 
     def calibration_info(self, rule: CalibrationRule, sets: Sequence[str], target_fpr: float | None = None) -> CalibrationInfo:
         return CalibrationInfo(rule=rule, target_fpr=target_fpr if rule in ("fpr", "phrasings") else None, sets=list(sets),
-                               tpr=self.tpr, fpr=self.fpr_retain, n_target=self.n_target, n_retain=self.n_retain)
+                               tpr=self.tpr, fpr=self.fpr_negatives, n_target=self.n_target, n_retain=self.n_retain + self.n_hard_negative)
 
 
 def report(scores: ConceptScores, threshold: float) -> ThresholdReport:
     measured = rates(threshold, scores.target, scores.retain)
     general = rates(threshold, (), scores.general)
+    hard = rates(threshold, (), scores.hard_negative)
+    negatives = rates(threshold, (), np.concatenate([scores.retain, scores.hard_negative]))
     return ThresholdReport(threshold=float(threshold), tpr=measured.tpr, fpr_retain=measured.fpr, fpr_general=general.fpr,
-                           n_target=measured.n_target, n_retain=measured.n_retain, n_general=general.n_retain)
+                           n_target=measured.n_target, n_retain=measured.n_retain, n_general=general.n_retain,
+                           fpr_hard_negative=hard.fpr, n_hard_negative=hard.n_retain, fpr_negatives=negatives.fpr)
 
 
 @dataclass

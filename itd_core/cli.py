@@ -88,9 +88,11 @@ def cmd_sae_info(args) -> None:
 
     path = Path(args.src)
     sae_format = detect_format(path) if args.format == "auto" else args.format
-    sae = load_sae(path, format=sae_format)
+    sae = load_sae(path, format=sae_format, dtype=None)  # as stored: the dtype reported is the file's
     info = {"path": str(path), "format": sae_format, **sae.config.model_dump(), "dtype": str(sae.W_dec.dtype).removeprefix("torch."), "fingerprint": sae.fingerprint}
-    emit(args, info, "\n".join(f"{k:>20}: {v}" for k, v in info.items()))
+    emit(args, info, "\n".join(f"{k:>20}: {v}" for k, v in info.items())
+         + "\n(the fingerprint is computed from the weights; the folder holds no reference to verify it against: "
+           "an erasure config checks its sae.sha256 against it when used)")
 
 
 def cmd_sae_convert(args) -> None:
@@ -98,7 +100,7 @@ def cmd_sae_convert(args) -> None:
     from itd_core.sae_io import detect_format, load_sae, save_sae
 
     sae_format = detect_format(args.src) if args.format == "auto" else args.format
-    sae = load_sae(args.src, format=sae_format, **({"dtype": parse_dtype(args.dtype)} if args.dtype else {}))
+    sae = load_sae(args.src, format=sae_format, dtype=parse_dtype(args.dtype) if args.dtype else None)
     save_sae(sae, args.output, format=args.to)
     document = {"source": str(args.src), "source_format": sae_format, "output": str(args.output), "format": args.to, "fingerprint": sae.fingerprint}
     emit(args, document, f"wrote {args.to} SAE to {args.output} (fingerprint {sae.fingerprint[:12]}…)")

@@ -280,6 +280,7 @@ class Deactivator:
         # The change at each hit: the union delta of the triggered concepts.
         # A feature listed by several triggered concepts takes the strength of the first one (config order).
         tokens = torch.zeros(0, dtype=torch.long, device=edited.device)
+        deltas = torch.zeros(0, d, dtype=torch.float32, device=edited.device)
         if len(hits.token):
             applies = triggered.T[:, hits.prompt] & self._listed[:, hits.union_slot]  # [C, H]
             first = applies.float().argmax(dim=0)  # first applicable concept per hit

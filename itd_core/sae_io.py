@@ -163,13 +163,14 @@ def load_sae(
     path: str | os.PathLike[str],
     *,
     format: SaeFormat | Literal["auto"] = "auto",
-    dtype: torch.dtype | str = torch.float32,
+    dtype: torch.dtype | str | None = torch.float32,
     device: torch.device | str = "cpu",
 ) -> TopKSAE:
-    """Load an SAE checkpoint folder into a :class:`TopKSAE` of ``dtype`` on ``device``; sets ``sae.fingerprint``."""
+    """Load an SAE checkpoint folder into a :class:`TopKSAE` of ``dtype`` (None: the dtype it is stored in) on
+    ``device``; sets ``sae.fingerprint``."""
     folder = _existing_folder(path)
     fmt = detect_format(folder) if format == "auto" else _check_format(format)
-    target_dtype = _parse_dtype(dtype)
+    target_dtype = None if dtype is None else _parse_dtype(dtype)
     target_device = _check_device(device)
     if sys.byteorder != "little":
         raise ItdError("SAE checkpoints are little-endian; this machine is not")
@@ -288,8 +289,9 @@ class _Checkpoint:
     keep: Any = None  # what must stay alive while reading (the torch.load result behind ``view``s)
 
 
-def _materialise(ckpt: _Checkpoint, dtype: torch.dtype, device: torch.device) -> TopKSAE:
-    """Stream the stored tensors into fresh tensors on ``device``; hash them on the way."""
+def _materialise(ckpt: _Checkpoint, dtype: torch.dtype | None, device: torch.device) -> TopKSAE:
+    """Stream the stored tensors into fresh tensors of ``dtype`` (None: the decoder's stored dtype) on ``device``;
+    hash them on the way."""
     cfg = ckpt.config
     n, d = cfg.n_latents, cfg.d_model
     expected = {"W_enc": (n, d), "W_dec": (n, d), "b_lat": (n,), "b_pre": (d,)}
@@ -311,6 +313,8 @@ def _materialise(ckpt: _Checkpoint, dtype: torch.dtype, device: torch.device) ->
             f"expected an integer tensor of shape [{n}]"
         )
 
+    if dtype is None:
+        dtype = ckpt.sources["W_dec"].dtype
     sae = TopKSAE(cfg, device="meta", dtype=dtype)
     state: dict[str, torch.Tensor] = {}
     with _FileReader(ckpt.weights_file) as reader, _BlockHasher() as hasher:

@@ -62,7 +62,7 @@ with r_col:
     retain_text = common.keep("itd.calib.retain_typed", st.text_area("More retain prompts (one per line)", key=common.remember("itd.calib.retain_typed", ""), height=68))
     use_negatives = common.keep("itd.calib.gen_negatives", st.checkbox(
         generated_negatives_name(concept_name), key=common.remember("itd.calib.gen_negatives", False),
-        help="add generated look-alikes that must pass untouched (other names, shared first names, ...) to the retain prompts"))
+        help="generated look-alikes that must pass untouched (other names, shared first names, ...), scored as their own group"))
 with g_col:
     st.markdown("**General prompts** (anything else to watch)")
     general_sets = common.keep("itd.calib.general_sets", st.multiselect("Shipped general sets", list(sets), format_func=lambda n: f"{n} ({len(sets[n].prompts):,})", key=common.remember("itd.calib.general_sets", [], sets)))
@@ -87,15 +87,16 @@ if st.button("Score the prompts", type="primary", key="calib.score"):
         phrasings = [generated.phrasings] if generated and use_phrasings else []
         negatives = [generated.negatives] if generated and use_negatives else []
         target = combine({s.name: s for s in phrasings}, [s.name for s in phrasings], target_text)
-        retain = combine({**sets, **{s.name: s for s in negatives}}, retain_sets + [s.name for s in negatives], retain_text)
+        retain = combine(sets, retain_sets, retain_text)
+        hard_negatives = combine({s.name: s for s in negatives}, [s.name for s in negatives], "")
         general = combine(sets, general_sets, general_text)
         if not target:
             raise ItdError("type at least one target prompt (a prompt that contains the concept)")
-        if not retain:
+        if not retain and not hard_negatives:
             raise ItdError("the retain set is empty: pick a shipped set or type prompts that must stay untouched")
-        with st.spinner(f"Scoring {len(target) + len(retain) + len(general)} prompts…"):
+        with st.spinner(f"Scoring {len(target) + len(retain) + len(hard_negatives) + len(general)} prompts…"):
             matrix = {group: common.scores(loaded, key, fhash, config, tuple(prompts)) for group, prompts in
-                      (("target", target), ("retain", retain), ("general", general))}
+                      (("target", target), ("retain", retain), ("hard_negative", hard_negatives), ("general", general))}
         st.session_state[K_SCORES] = {
             "key": key, "features": fhash, "names": names,
             "groups": {g: m.tolist() for g, m in matrix.items()},
@@ -108,7 +109,8 @@ if not stored or stored["key"] != key or stored["features"] != fhash or stored["
     st.info("Press **Score the prompts** to see the distributions (scores are cached: a second time is instant).")
 else:
     groups = {g: np.asarray(m, dtype=float).reshape(-1, len(names)) for g, m in stored["groups"].items()}
-    scores = ConceptScores(concept_name, groups["target"][:, column], groups["retain"][:, column], groups["general"][:, column])
+    scores = ConceptScores(concept_name, groups["target"][:, column], groups["retain"][:, column], groups["general"][:, column],
+                           groups.get("hard_negative", np.zeros((0, len(names))))[:, column])
 
     st.subheader("Threshold")
     rule = common.keep("itd.calib.rule", st.radio("Rule", list(RULES), format_func=RULES.get, horizontal=True, key=common.remember("itd.calib.rule", "paper")))
@@ -118,7 +120,8 @@ else:
                    "differently (a trailing emoji, \"...\") can fall below it. The phrasings rule holds on generated phrasings.")
     with common.guard():
         if rule in ("fpr", "phrasings"):
-            target_fpr = st.slider("Allowed false-positive rate on the retain prompts", 0.0, 0.5, 0.01, 0.005, key="w.calib.fpr")
+            target_fpr = st.slider("Allowed false-positive rate" + (" on the retain prompts and, apart, on the hard negatives" if rule == "phrasings"
+                                                                     else " on the retain prompts and hard negatives"), 0.0, 0.5, 0.01, 0.005, key="w.calib.fpr")
             if rule == "phrasings" and generated_negatives_name(concept_name) not in stored["sets"]:
                 st.warning(f"Tick **{generated_negatives_name(concept_name)}** (and the phrasings) and score again: this rule is meant for them.")
         elif rule == "manual":
@@ -126,20 +129,22 @@ else:
             manual = st.number_input("Threshold", value=start, format="%.6g", key=f"w.calib.manual.{concept_name}")
         threshold = choose_threshold(scores, rule, target_fpr=target_fpr, manual=manual)
         measured = report(scores, threshold)
-        m1, m2, m3, m4, m5 = st.columns(5)
+        m1, m2, m3, m4, m5, m6 = st.columns(6)
         m1.metric("Threshold", f"{threshold:.6g}")
         m2.metric("TPR (targets edited)", "–" if measured.tpr is None else f"{measured.tpr:.1%}")
         m3.metric("FPR retain", "–" if measured.fpr_retain is None else f"{measured.fpr_retain:.1%}")
-        m4.metric("FPR general", "–" if measured.fpr_general is None else f"{measured.fpr_general:.1%}")
+        m4.metric("FPR hard negatives", "–" if measured.fpr_hard_negative is None else f"{measured.fpr_hard_negative:.1%}")
+        m5.metric("FPR general", "–" if measured.fpr_general is None else f"{measured.fpr_general:.1%}")
         auc = scores.auc()
-        m5.metric("ROC AUC", "–" if auc is None else f"{auc:.3f}")
+        m6.metric("ROC AUC", "–" if auc is None else f"{auc:.3f}")
 
         hist, roc = st.columns([3, 2])
         figure = go.Figure()
-        every = np.concatenate([scores.target, scores.retain, scores.general])
+        every = np.concatenate([scores.target, scores.retain, scores.hard_negative, scores.general])
         low, high = float(every.min()), float(every.max())
         bins = {"start": low, "end": high + 1e-12, "size": max((high - low) / 40, 1e-12)}  # one binning for the three groups
-        for group, values, colour in (("target", scores.target, "#d62728"), ("retain", scores.retain, "#1f77b4"), ("general", scores.general, "#7f7f7f")):
+        for group, values, colour in (("target", scores.target, "#d62728"), ("retain", scores.retain, "#1f77b4"),
+                                      ("hard negatives", scores.hard_negative, "#ff7f0e"), ("general", scores.general, "#7f7f7f")):
             if len(values):
                 figure.add_trace(go.Histogram(x=values, name=f"{group} ({len(values)})", opacity=0.6, marker_color=colour, xbins=bins))
         figure.add_vline(x=threshold, line_dash="dash", annotation_text="threshold")
@@ -149,7 +154,7 @@ else:
         curve = go.Figure(go.Scatter(x=np.r_[0, fpr, 1], y=np.r_[0, tpr, 1], mode="lines", name="ROC"))
         point_fpr = float((scores.non_target >= threshold).mean()) if scores.non_target.size else 0.0
         curve.add_trace(go.Scatter(x=[point_fpr], y=[measured.tpr or 0.0], mode="markers", marker_size=12, name="threshold"))
-        curve.update_layout(height=340, margin={"l": 10, "r": 10, "t": 30, "b": 10}, xaxis_title="false-positive rate (retain + general)",
+        curve.update_layout(height=340, margin={"l": 10, "r": 10, "t": 30, "b": 10}, xaxis_title="false-positive rate (retain + hard negatives + general)",
                             yaxis_title="true-positive rate", xaxis_range=[0, 1], yaxis_range=[0, 1.02], showlegend=False)
         roc.plotly_chart(curve, key="calib.roc")
 

@@ -104,12 +104,16 @@ def test_the_kind_defaults_to_the_concepts_then_the_worlds_then_person():
     assert prompt_sets.red_team_kind("Tom Cruise", None, is_demo=True) == "person"
 
 
-def test_the_phrasings_rule_is_the_fpr_rule_on_retain_plus_hard_negatives():
-    scores = ConceptScores("c", np.array([0.5, 0.6, 0.9]), np.array([0.1, 0.2, 0.3, 0.55]), np.array([0.7]))
-    threshold = choose_threshold(scores, "phrasings", target_fpr=0.25)
-    assert threshold == fpr_threshold(scores.retain, 0.25)
-    info = report(scores, threshold).calibration_info("phrasings", ["retain", "negatives"], 0.25)
-    assert info.rule == "phrasings" and info.target_fpr == 0.25 and info.fpr == 0.25
+def test_the_phrasings_rule_holds_the_rate_on_retain_and_on_hard_negatives_apart():
+    retain = np.array([0.1] * 98 + [0.9, 1.0])
+    hard = np.array([0.2, 0.3, 0.8])  # pooled with 100 retain prompts, one look-alike in three would pass as 1%
+    scores = ConceptScores("c", np.array([0.5, 0.95, 1.2]), retain, np.array([0.7]), hard)
+    threshold = choose_threshold(scores, "phrasings", target_fpr=0.02)
+    assert threshold == max(fpr_threshold(retain, 0.02), fpr_threshold(hard, 0.02)) and threshold > 0.8
+    measured = report(scores, threshold)
+    assert measured.fpr_hard_negative == 0.0 and measured.n_hard_negative == 3
+    info = measured.calibration_info("phrasings", ["retain", "negatives"], 0.02)
+    assert info.rule == "phrasings" and info.target_fpr == 0.02 and info.n_retain == 103 and info.fpr == measured.fpr_negatives
 
 
 # --------------------------------------------------------------------------- calibration page

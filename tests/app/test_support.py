@@ -343,7 +343,8 @@ def test_export_and_import_round_trip(tiny_bundle, tmp_path):
     config = set_ops.add_features(tiny_bundle.new_erasure_config(), "cruise", [4, 9], labels={4: "Cruise"})
     lists = exporting.feature_lists(config, "default")
     assert lists["lists"][0]["features"][0] == {"modelId": config.model.id_or_path, "layer": config.model.layer, "index": 4,
-                                                "description": "Cruise", "strength": -8.0}
+                                                "description": "Cruise", "strength": config.default_strength()}
+    assert config.default_strength() == -2.0, "a recommended config's strength for a concept of no kind"
     snippet = exporting.python_snippet(config, "default.json")
     compile(snippet, "snippet", "exec")
     assert "apply_erasure(pipe, config)" in snippet

@@ -267,3 +267,13 @@ def test_a_full_disk_is_an_error_message_and_the_config_survives(files, calibrat
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert f"error: cannot write {config}: File too large; the file was left as it was" in result.stderr
     assert config.read_text() == before and not list(tmp_path.glob(".erasure.json.*.tmp")), "no half-written file left"
+
+
+def test_sae_convert_keeps_the_stored_dtype_and_info_reports_it(capsys, tmp_path, tiny_sae_dir):
+    code, _, err = run(capsys, "sae", "convert", tiny_sae_dir, "-o", tmp_path / "half", "--to", "native", "--dtype", "fp16")
+    assert code == 0, err
+    for target in ["itd", "saelens"]:
+        code, _, err = run(capsys, "sae", "convert", tmp_path / "half", "-o", tmp_path / target, "--to", target)
+        assert code == 0, err
+        code, out, _ = run(capsys, "sae", "info", tmp_path / target, "--json")
+        assert json.loads(out)["dtype"] == "float16", "convert keeps the source's dtype unless --dtype says otherwise"

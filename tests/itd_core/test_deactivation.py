@@ -173,3 +173,12 @@ def test_residual_edit_leaves_positions_without_concept_features_bit_exact(sae, 
 def test_unknown_edit_output_is_named(sae, activations):
     with pytest.raises(ItdError, match="edit_output"):
         Deactivator(sae, _concepts(sae, activations), edit_output="steer")
+
+
+@pytest.mark.parametrize("edit_output", ["reconstruction", "residual"])
+def test_an_edited_prompt_where_no_concept_feature_fires(sae, activations, edit_output):
+    silent = sorted(set(range(300)) - set(sae.encode(activations[:, 1:]).indices.flatten().tolist()))[:3]
+    result = Deactivator(sae, [ConceptFeatures.uniform("silent", silent, -8.0, 0.0)], edit_output=edit_output).apply(activations)
+    assert result.edited.all()
+    if edit_output == "residual":
+        assert torch.equal(result.activations, activations), "nothing of the concept to change"
