@@ -15,7 +15,13 @@ variable              meaning                                                   
 ``ITD_SETS_DIR``      root of the saved deactivation sets                       ``~/.cache/itd-explorer/sets``
 ``ITD_INDEX_DIR``     root of the feature indexes                               ``~/.cache/itd-explorer/index``
 ``ITD_CACHE_DIR``     generation cache (read by :class:`itd_core.pipeline.GenerationCache`) ``~/.cache/itd-explorer``
+``ITD_APP_ROOTS``     folders the sidebar may load models and SAEs from,        the project, the HF
+                      separated by ``:``                                         cache, the home folder
 ===================== ========================================================= ==================
+
+A folder typed in the sidebar is opened only when it resolves (symbolic links followed) inside one of
+``ITD_APP_ROOTS``; anything else is refused with one message that says nothing about the path (whether
+it exists, what it is). A hub id (``owner/name``) is fetched into the Hugging Face cache, which is a root.
 
 Sets and indexes live in one subfolder per SAE: the first 16 hex digits of the bundle's
 weights fingerprint, so a set made for one SAE never shows up for another.
@@ -24,6 +30,7 @@ weights fingerprint, so a set made for one SAE never shows up for another.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -42,6 +49,8 @@ ENV_DEVICE = "ITD_APP_DEVICE"
 ENV_DTYPE = "ITD_APP_DTYPE"
 ENV_SETS_DIR = "ITD_SETS_DIR"
 ENV_INDEX_DIR = "ITD_INDEX_DIR"
+ENV_ROOTS = "ITD_APP_ROOTS"
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 SAE_FORMATS = ("auto", "itd", "saelens", "native")
 DTYPES = ("fp32", "bf16", "fp16")
@@ -88,7 +97,35 @@ def spec_from_form(model: str, sae: str, sae_subfolder: str, sae_format: str, la
     )
     if not spec.is_demo and spec.sae is None:
         raise ItdError("an SAE is needed for a model other than the demo: give the SAE folder (or hub repo)")
+    for what, value in (("model", None if spec.is_demo else spec.model), ("SAE", spec.sae)):
+        if value is not None:
+            check_readable(value, what)
     return spec
+
+
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+def allowed_roots(environ: Mapping[str, str] | None = None) -> list[Path]:
+    """The folders the app may load models and SAEs from (``ITD_APP_ROOTS``, see the module docstring)."""
+    environ = os.environ if environ is None else environ
+    if environ.get(ENV_ROOTS):
+        return [Path(part).expanduser().resolve() for part in environ[ENV_ROOTS].split(os.pathsep) if part.strip()]
+    hf_cache = Path(environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")).expanduser()
+    return [PROJECT_ROOT.resolve(), hf_cache.resolve(), Path.home().resolve()]
+
+
+def check_readable(value: str, what: str, environ: Mapping[str, str] | None = None) -> None:
+    """Raise unless ``value`` is a hub id or a path inside :func:`allowed_roots`; the message is the same whether the path exists or not."""
+    path = Path(value).expanduser()
+    resolved = (path if path.is_absolute() else Path.cwd() / path).resolve()
+    roots = allowed_roots(environ)
+    if any(resolved.is_relative_to(root) for root in roots):
+        return
+    if not path.is_absolute() and ".." not in path.parts and _HUB_ID.fullmatch(value):
+        return  # a hub id: fetched into the Hugging Face cache
+    raise ItdError(f"the {what} must be a hub id or a folder inside the app's folders ({', '.join(map(str, roots))}); "
+                   f"{ENV_ROOTS} sets them")
 
 
 def sets_folder(fingerprint: str, environ: Mapping[str, str] | None = None) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -64,8 +65,9 @@ def test_every_page_renders_without_errors(app):
 
 
 @pytest.mark.parametrize("form", ["sb", "home"])
-def test_a_wrong_path_is_a_message_not_a_trace(app, tmp_path, form):
+def test_a_wrong_path_is_a_message_not_a_trace(app, tmp_path, form, monkeypatch):
     """The Model & SAE form is in the sidebar on every page, and on the Model & SAE page."""
+    monkeypatch.setenv("ITD_APP_ROOTS", os.pathsep.join([str(tmp_path), os.environ["ITD_APP_SAE"]]))  # the typed folder and the test SAE
     app.text_input(key=f"w.{form}.model").input(str(tmp_path / "missing"))
     app.button(key=f"FormSubmitter:bundle.{form}-Load").click().run()
     assert not app.exception
@@ -77,6 +79,19 @@ def test_a_wrong_path_is_a_message_not_a_trace(app, tmp_path, form):
     app.text_input(key="w.sb.sae").input("")
     app.button(key="FormSubmitter:bundle.sb-Load").click().run()
     assert any("an SAE is needed" in e.value for e in app.sidebar.error)
+
+
+def test_folders_outside_the_apps_roots_are_refused_without_saying_anything_about_them(app, tmp_path, monkeypatch):
+    monkeypatch.setenv("ITD_APP_ROOTS", str(tmp_path / "allowed"))
+    messages = []
+    for typed in ["/etc", "/nonexistent/folder", str(tmp_path / "allowed" / ".." / "elsewhere")]:
+        app.text_input(key="w.sb.model").input(typed)
+        app.text_input(key="w.sb.sae").input(typed)
+        app.button(key="FormSubmitter:bundle.sb-Load").click().run()
+        assert not app.exception
+        messages.append([e.value for e in app.sidebar.error if "app's folders" in e.value])
+    assert messages[0] and messages[0] == messages[1] == messages[2], "the same words whether the path exists or not"
+    assert "/etc" not in messages[0][0] and "not found" not in messages[0][0]
 
 
 def test_the_demo_is_the_default(monkeypatch, app_env):

@@ -361,3 +361,16 @@ def test_export_and_import_round_trip(tiny_bundle, tmp_path):
         exporting.read_import(b"{}", tiny_bundle)
     assert exporting.suggest_set_name("my set (1).json", ["my set _1"]) == "my set _1 2"
     assert exporting.suggest_set_name("...json", []) == "imported"
+
+
+def test_only_hub_ids_and_folders_inside_the_roots_are_readable(tmp_path):
+    environ = {"ITD_APP_ROOTS": str(tmp_path)}
+    (tmp_path / "sd").mkdir()
+    settings.check_readable(str(tmp_path / "sd"), "model", environ)
+    settings.check_readable(str(tmp_path / "not-yet"), "model", environ)  # inside: its own 'not found' comes later
+    settings.check_readable("CompVis/stable-diffusion-v1-4", "model", environ)
+    for outside in ["/etc", "/etc/passwd", str(tmp_path / ".." / "x"), "../../etc", "~root"]:
+        with pytest.raises(ItdError, match="app's folders") as refused:
+            settings.check_readable(outside, "model", environ)
+        assert outside not in str(refused.value)
+    assert settings.allowed_roots({})[0] == settings.PROJECT_ROOT.resolve()
