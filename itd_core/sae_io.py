@@ -50,6 +50,8 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
+import glob
 import hashlib
 import json
 import math
@@ -59,6 +61,7 @@ import re
 import shutil
 import struct
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -189,6 +192,7 @@ def save_sae(sae: TopKSAE, path: str | os.PathLike[str], *, format: SaeFormat = 
     folder = Path(path)
     _check_replaceable(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_partials(folder)
     tmp = folder.parent / f".{folder.name}.{uuid.uuid4().hex[:8]}.partial"
     tmp.mkdir()
     try:
@@ -515,16 +519,21 @@ def _itemsize(dtype: torch.dtype) -> int:
     return torch.empty((), dtype=dtype).element_size()
 
 
+def _libc() -> ctypes.CDLL | None:
+    """The C library on Linux (errno kept for the caller), else None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    except OSError:
+        return None
+
+
 def _trim_heap() -> None:
     """Hand freed scratch memory back to the OS (glibc keeps it otherwise)."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim = libc.malloc_trim
-    except (OSError, AttributeError):  # not glibc
-        return
-    trim(0)
+    trim = getattr(_libc(), "malloc_trim", None)  # None: not glibc
+    if trim is not None:
+        trim(0)
 
 
 # ---- ItD / OpenAI format
@@ -921,12 +930,41 @@ def _move_into_place(tmp: Path, folder: Path) -> None:
         folder.rmdir()
     if not folder.exists():
         os.replace(tmp, folder)
-    else:  # an old checkpoint: swap it out, then delete it
+    elif _exchange(tmp, folder):  # one atomic step: the path always holds a whole checkpoint, old or new
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:  # no atomic exchange here: swap the old one out, then in; a crash in between is reported on load
         old = folder.parent / f".{folder.name}.{uuid.uuid4().hex[:8]}.old"
         os.replace(folder, old)
         os.replace(tmp, folder)
         shutil.rmtree(old, ignore_errors=True)
     _fsync_path(folder.parent)
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux ``renameat2(RENAME_EXCHANGE)``); False where the system cannot."""
+    renameat2 = getattr(_libc(), "renameat2", None)
+    if renameat2 is None:
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    error = ctypes.get_errno()
+    if error in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):  # an old kernel or a file system without it
+        return False
+    raise OSError(error, os.strerror(error), str(b))
+
+
+def _remove_stale_partials(folder: Path) -> None:
+    """Unfinished saves of ``folder`` left by killed writers at least an hour ago."""
+    for stale in folder.parent.glob(f".{glob.escape(folder.name)}.*.partial"):
+        try:
+            if time.time() - stale.stat().st_mtime > 3600:
+                shutil.rmtree(stale)
+        except OSError:
+            pass  # another process removed it, or the folder is read-only
 
 
 def _fsync_path(path: Path) -> None:
@@ -949,6 +987,10 @@ def _fsync_path(path: Path) -> None:
 def _existing_folder(path: str | os.PathLike[str]) -> Path:
     folder = Path(path).expanduser()
     if not folder.exists():
+        swapped_out = sorted(folder.parent.glob(f".{glob.escape(folder.name)}.*.old"))
+        if swapped_out:
+            raise ItdError(f"{folder}: no such folder, but a save that was interrupted left the previous checkpoint at "
+                           f"{swapped_out[-1]}: rename it back to {folder.name} to use it")
         raise ItdError(f"{folder}: no such folder (expected an SAE checkpoint folder)")
     if not folder.is_dir():
         raise ItdError(f"{folder} is a file; pass the checkpoint folder that holds it")

@@ -506,3 +506,32 @@ def test_a_forged_header_length_is_refused_before_it_is_read(tmp_path, fmt, weig
         handle.truncate(2**30 + 64)  # sparse: the length fits the file, so only the cap can stop the read
     with pytest.raises(ItdError, match=rf"{weights}.*header of 1,073,741,824 bytes"):
         load_sae(folder)
+
+
+def test_saving_over_a_checkpoint_swaps_it_in_one_step_and_leaves_nothing_behind(tmp_path):
+    folder = save_sae(build_sae(), tmp_path / "sae", format="native")
+    other = TopKSAE.random(SAEConfig(d_model=D, n_latents=N, k=4), seed=99)
+    save_sae(other, folder, format="native")
+    assert load_sae(folder).fingerprint == weights_fingerprint(other)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sae"], "no .old or .partial left"
+
+
+def test_an_interrupted_swap_is_reported_with_where_the_old_checkpoint_is(tmp_path):
+    folder = save_sae(build_sae(), tmp_path / "sae", format="native")
+    folder.rename(tmp_path / ".sae.1a2b3c4d.old")  # a writer killed between its two renames
+    with pytest.raises(ItdError, match=r"interrupted.*\.sae\.1a2b3c4d\.old: rename it back to sae"):
+        load_sae(folder)
+
+
+def test_stale_unfinished_saves_are_removed_by_the_next_save(tmp_path):
+    import os
+    import time
+
+    stale, fresh = tmp_path / ".sae.deadbeef.partial", tmp_path / ".sae.cafebabe.partial"
+    for partial in (stale, fresh):
+        partial.mkdir()
+        (partial / "sae.safetensors").write_bytes(b"half")
+    old = time.time() - 7200
+    os.utime(stale, (old, old))
+    save_sae(build_sae(), tmp_path / "sae", format="native")
+    assert not stale.exists() and fresh.exists(), "a fresh one may be another writer's, still at work"
