@@ -7,6 +7,8 @@ The templates follow the ItD paper's sets: identities ("A portrait of {}", ...),
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 from itd_core.errors import ItdError
 from itd_core.prompts import expand_templates
 
@@ -34,16 +36,22 @@ def concept_prompts(kind: str, text: str, template_group: str = "person / charac
             raise ItdError(f"unknown template group {template_group!r}")
         return expand_templates(name, TEMPLATES[template_group])
     if kind == "prompts":
-        prompts = [line.strip() for line in text.splitlines() if line.strip()]
+        prompts = _lines(text)
         if not prompts:
             raise ItdError("type at least one concept prompt (one per line)")
         return prompts
     raise ItdError(f"unknown concept kind {kind!r}")
 
 
-def default_name(kind: str, text: str) -> str:
-    """A concept name from the input: the name itself, or the first prompt shortened."""
+def default_name(kind: str, text: str, presets: Mapping[str, Sequence[str]] | None = None) -> str:
+    """A concept name from the input: the name itself, a preset's name while the prompts are that preset's,
+    or the first prompt shortened. Derived from the input alone, so that it cannot outlive the prompts it names."""
     if kind == "name or word":
         return " ".join(text.split())
-    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
-    return first[:40]
+    prompts = _lines(text)
+    preset = next((name for name, preset_prompts in (presets or {}).items() if list(preset_prompts) == prompts), None)
+    return preset or (prompts[0][:40] if prompts else "")
+
+
+def _lines(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if line.strip()]

@@ -1,9 +1,9 @@
-"""Export / import: the erasure config, feature lists, a Python snippet, and reading an uploaded config.
+"""Export / import: the erasure config, feature lists, a Python snippet, and reading either document back.
 
 * The erasure config is the core's schema (:mod:`itd_core.erasure_config`), read by ``itd classify``,
   ``itd calibrate``, ``itd generate --erasure`` and :func:`itd_core.pipeline.apply_erasure`.
 * Feature lists are Neuronpedia-style lists (one per concept: feature ``index`` + ``description``),
-  with the model, layer and SAE fingerprint they refer to.
+  with the model, layer and SAE fingerprint they refer to. They import as a set without thresholds.
 """
 
 from __future__ import annotations
@@ -18,11 +18,14 @@ from itd_core.erasure_config import ErasureConfig
 from itd_core.errors import ItdError
 
 FEATURE_LISTS_FORMAT = "itd-explorer-feature-lists"
+FEATURE_LISTS_VERSION = 1
+LISTS_NOTE = ("Feature lists carry no thresholds, prompts, concept kinds or method switches: the set gets the loaded SAE's "
+              "defaults (the recommended method) and the lists' strengths. Calibrate it after importing.")
 
 
 def feature_lists(config: ErasureConfig, set_name: str) -> dict:
     return {
-        "format": FEATURE_LISTS_FORMAT, "format_version": 1, "set": set_name,
+        "format": FEATURE_LISTS_FORMAT, "format_version": FEATURE_LISTS_VERSION, "set": set_name,
         "model": config.model.id_or_path, "layer": config.model.layer, "sae_sha256": config.sae.sha256,
         "lists": [{
             "name": concept.name, "description": concept.notes,
@@ -58,6 +61,7 @@ def python_snippet(config: ErasureConfig, filename: str) -> str:
 class ImportReport:
     config: ErasureConfig
     problems: list[str] = field(default_factory=list)
+    note: str = ""  # what the imported document could not carry
 
     @property
     def matches(self) -> bool:
@@ -72,18 +76,66 @@ class ImportReport:
 
 
 def read_import(data: bytes, bundle, source: str = "uploaded file") -> ImportReport:
-    """Parse an uploaded erasure config and check it against the loaded bundle (problems listed, not raised)."""
+    """Parse an uploaded erasure config or feature lists (everything this page exports, it imports) and check it
+    against the loaded bundle (problems listed, not raised)."""
     try:
         document = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ItdError(f"{source} is not a JSON erasure config: {error}") from None
-    config = ErasureConfig.from_dict(document, source=source)
+        raise ItdError(f"{source} is not a JSON erasure config or feature lists: {error}") from None
+    lists = isinstance(document, dict) and document.get("format") == FEATURE_LISTS_FORMAT
+    config = config_from_feature_lists(document, bundle.new_erasure_config(), source) if lists else _read_config(document, source)
     problems = []
     try:
         bundle.check_config(config)
     except ItdError as error:
         problems.append(str(error))
-    return ImportReport(config, problems)
+    return ImportReport(config, problems, LISTS_NOTE if lists else "")
+
+
+def _read_config(document, source: str) -> ErasureConfig:
+    if not (isinstance(document, dict) and "schema_version" in document):
+        raise ItdError(f"{source} is neither an erasure config (it has no 'schema_version') nor a set's feature lists "
+                       f"(format {FEATURE_LISTS_FORMAT!r}); a feature index list goes back with `itd index import-list`")
+    return ErasureConfig.from_dict(document, source=source)
+
+
+def config_from_feature_lists(document: dict, template: ErasureConfig, source: str = "feature lists") -> ErasureConfig:
+    """Feature lists (:func:`feature_lists`) as an erasure config: a concept per list (its name; its description as notes),
+    a feature per item (``index``; ``description`` as label; ``strength`` kept, else the template's default).
+    Model, layer and SAE fingerprint are the document's, so that the bundle's check compares them as for a config;
+    the method switches and SAE sizes, which lists do not carry, are the template's. The config's own validation
+    names anything malformed."""
+    if document.get("format_version") != FEATURE_LISTS_VERSION:
+        raise ItdError(f"{source}: unknown feature lists format_version {document.get('format_version')!r} "
+                       f"(this tool reads version {FEATURE_LISTS_VERSION})")
+    missing = [key for key in ("model", "layer", "sae_sha256", "lists") if key not in document]
+    if missing:
+        raise ItdError(f"{source}: missing key(s) {', '.join(map(repr, missing))} of feature lists")
+    strength = template.default_strength()
+    data = template.model_dump(mode="json") | {
+        "model": {"id_or_path": document["model"], "layer": document["layer"]},
+        "sae": template.sae.model_dump(mode="json") | {"sha256": document["sae_sha256"]},
+        "concepts": _each(document["lists"], lambda entry: _concept_of_list(entry, strength)),
+    }
+    return ErasureConfig.from_dict(data, source=source)
+
+
+def _concept_of_list(entry, strength: float):
+    if not isinstance(entry, dict):
+        return entry
+    return {"name": entry.get("name"), "notes": entry.get("description") or "",
+            "features": _each(entry.get("features"), lambda item: _feature_of_item(item, strength))}
+
+
+def _feature_of_item(item, strength: float):
+    if not isinstance(item, dict):
+        return item
+    return {"id": item.get("index"), "label": item.get("description") or "", "strength": item.get("strength", strength)}
+
+
+def _each(values, convert):
+    """``convert`` applied to a list's items; anything else is passed on as it is, for the config's validation to name."""
+    return [convert(value) for value in values] if isinstance(values, list) else values
 
 
 def adopt(config: ErasureConfig, template: ErasureConfig) -> ErasureConfig:

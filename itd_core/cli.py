@@ -118,7 +118,9 @@ def cmd_sae_train(args) -> None:
     config = TrainingConfig(n_latents=args.latents, k=args.k, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
                             **({"steps": args.steps} if args.steps else {}))
     sae, metrics = train_sae_from_prompts(adapter, prompts, args.output, config, cache_dir=args.cache_dir)
-    emit(args, {"output": str(args.output), "metrics": metrics}, f"trained SAE saved to {args.output}\n" + json.dumps(metrics, indent=2, default=str))
+    sae_folder = Path(args.output) / "sae"
+    emit(args, {"output": str(args.output), "sae": str(sae_folder), "metrics": metrics},
+         f"trained SAE saved to {sae_folder} (checkpoints, log and metrics of the run in {args.output})\n" + json.dumps(metrics, indent=2, default=str))
 
 
 # --------------------------------------------------------------------------- concept
@@ -256,10 +258,10 @@ def _calibrate(args) -> None:
         config.score_positions = args.score_positions
     rule = args.rule or ("phrasings" if config.method_name() == "recommended" else "paper")
     target_fpr = args.fpr if args.fpr is not None else (RECOMMENDED_TARGET_FPR if rule == "phrasings" else DEFAULT_FPR)
+    retain = read_prompt_files(args.retain)  # files first: a missing one is reported before any model loads
+    target_file_prompts = read_prompt_files(args.target) if args.target else None
     bundle = _bundle_for_config(config, args)
     names = [args.concept] if args.concept else [c.name for c in config.concepts]
-    retain = read_prompt_files(args.retain)
-    target_file_prompts = read_prompt_files(args.target) if args.target else None
     deactivator = config.deactivator(bundle.sae)
     retain_scores = deactivator.score_prompts(bundle.adapter, retain)
     report = []
@@ -327,10 +329,11 @@ def cmd_eval(args) -> None:
         return _eval_images(config, args)
     if not args.retain:
         raise ItdError("eval needs --retain FILE (prompts the concepts must leave alone), or --images on the demo bundle")
+    retain, targets = read_prompt_files(args.retain), (read_prompt_files(args.target) if args.target else None)  # before any model loads
     bundle = _bundle_for_config(config, args)
     deactivator = config.deactivator(bundle.sae)
-    retain_scores = deactivator.score_prompts(bundle.adapter, read_prompt_files(args.retain))
-    file_scores = deactivator.score_prompts(bundle.adapter, read_prompt_files(args.target)) if args.target else None  # shared by all concepts
+    retain_scores = deactivator.score_prompts(bundle.adapter, retain)
+    file_scores = deactivator.score_prompts(bundle.adapter, targets) if targets else None  # shared by all concepts
     report = []
     for index, concept in enumerate(config.concepts):
         scores = file_scores if file_scores is not None else (deactivator.score_prompts(bundle.adapter, concept.prompts) if concept.prompts else None)

@@ -11,6 +11,7 @@ from pages import common
 
 common.frame()
 K_RESULT = "itd.concept.result"
+RESULT_WIDGETS = ("w.concept.target", "concept.table")  # keyed widgets keep their state: each result starts them afresh
 
 st.title("Concept search")
 st.caption("ItD selection: the union of the top-N features of the concept's prompts, minus every feature in the top-N "
@@ -29,7 +30,7 @@ if presets:
     if p2.button("Use this preset", key="concept.use_preset"):
         st.session_state["itd.concept.kind"] = "prompts"
         st.session_state["itd.concept.text"] = "\n".join(presets[preset])
-        st.session_state["itd.concept.name"] = preset
+        st.session_state["itd.concept.name"] = ""  # the preset's name is the default name while its prompts are searched
         for widget in ("w.itd.concept.kind", "w.itd.concept.text", "w.itd.concept.name"):
             st.session_state.pop(widget, None)
         st.rerun()
@@ -44,8 +45,9 @@ else:
     group = list(TEMPLATES)[0]
     text = common.keep("itd.concept.text", st.text_area("Concept prompts (one per line)", key=common.remember("itd.concept.text", ""), height=120))
 
+suggested_name = default_name(kind, text, presets)
 name = common.keep("itd.concept.name", st.text_input("Concept name (in the set)", key=common.remember("itd.concept.name", ""),
-                                                     placeholder=default_name(kind, text) or "e.g. Tom Cruise"))
+                                                     placeholder=suggested_name or "e.g. Tom Cruise"))
 
 st.markdown("**Retain set** (features these prompts use are never selected)")
 sets = available_prompt_sets(loaded.spec.is_demo)
@@ -68,10 +70,12 @@ if st.button("Search", type="primary", key="concept.search"):
         retain = combine(sets, chosen, typed_retain)
         if not retain:
             raise ItdError("the retain set is empty: pick a shipped set or type prompts that must keep working (e.g. other people, other styles)")
-        concept_name = name.strip() or default_name(kind, text)
+        concept_name = name.strip() or suggested_name
         with st.spinner("Selecting features (the retain side is computed once and cached)…"):
             selection = common.select(loaded, key, concept_name, tuple(prompts), tuple(retain), int(top_n))
         st.session_state[K_RESULT] = {"key": key, "selection": selection, "retain_sets": chosen}
+        for widget in RESULT_WIDGETS:
+            st.session_state.pop(widget, None)
 
 stored = st.session_state.get(K_RESULT)
 if not stored or stored["key"] != key:

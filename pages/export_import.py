@@ -1,4 +1,4 @@
-"""Export / import: the erasure config JSON, the feature lists, a Python snippet; import a config and check it against the loaded SAE."""
+"""Export / import: the erasure config JSON, the feature lists, a Python snippet; import either JSON back and check it against the loaded SAE."""
 
 import json
 
@@ -48,14 +48,16 @@ if handle.index is not None and handle.index.lists.names():
                            mime="application/json", icon=":material/download:", key="export.index_list")
         st.caption(f"{len(document['features'])} feature(s), Neuronpedia-style; `itd index import-list` reads it back.")
 
-st.subheader("Import a config")
-upload = st.file_uploader("Erasure config (JSON)", type=["json"], key="import.file")
+st.subheader("Import a config or feature lists")
+upload = st.file_uploader("Erasure config or feature lists (JSON)", type=["json"], key="import.file")
 if upload is not None:
     with common.guard():
         imported = exporting.read_import(upload.getvalue(), loaded, source=upload.name)
         st.dataframe(imported.rows(), hide_index=True)
         st.caption(f"made for model {imported.config.model.id_or_path!r}, layer {imported.config.model.layer!r}, "
-                   f"SAE {imported.config.sae.n_latents:,} features (fingerprint {imported.config.sae.sha256[:12]}…)")
+                   f"SAE fingerprint {imported.config.sae.sha256[:12]}…")  # not its size: feature lists do not say it
+        if imported.note:
+            st.info(imported.note)
         if imported.matches:
             st.success("It matches the loaded model and SAE.")
             i1, i2 = st.columns([2, 1])

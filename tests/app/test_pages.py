@@ -174,6 +174,32 @@ def test_concept_search_adds_features_and_undo_removes_them(app, app_env):
     assert not problems(app)
 
 
+def test_a_search_is_filed_under_its_own_name_not_the_previous_ones(app, app_env):
+    """Issue #15: a preset, then a typed name in 'name or word' mode: the title, the 'Add to concept' box and
+    the prompts all follow the latest search, and 'Add all' files the features under the typed name."""
+    go(app, "concept_search")
+    preset = app.selectbox(key="w.concept.preset").value
+    app.button(key="concept.use_preset").click().run()
+    app.multiselect(key="w.itd.concept.retain_sets").set_value([]).run()
+    app.text_area(key="w.itd.concept.retain_typed").input(RETAIN).run()
+    app.button(key="concept.search").click().run()
+    assert app.subheader[0].value == f"Features for {preset!r}" and app.text_input(key="w.concept.target").value == preset
+    app.session_state["concept.table"] = {"selection": {"rows": [0], "columns": [], "cells": []}}  # a row picked in this result
+    app.run()
+    assert app.button(key="concept.add_selected").label == "Add the 1 selected"
+
+    app.radio(key="w.itd.concept.kind").set_value("name or word").run()
+    app.text_input(key="w.itd.concept.text").input("Doran Velt").run()
+    app.button(key="concept.search").click().run()
+    assert not problems(app)
+    assert app.subheader[0].value == "Features for 'Doran Velt'"
+    assert app.text_input(key="w.concept.target").value == "Doran Velt"
+    assert app.button(key="concept.add_selected").label == "Add the 0 selected", "rows picked in the previous result"
+    assert all("Doran Velt" in prompt for prompt in json.loads(app.json[0].value))
+    app.button(key="concept.add_all").click().run()
+    assert [c.name for c in set_file(app_env).concepts] == ["Doran Velt"]
+
+
 def test_concept_search_bad_input(app):
     go(app, "concept_search")
     app.text_input(key="w.itd.concept.text").input("  ").run()
@@ -316,6 +342,23 @@ def test_export_offers_the_config_and_import_checks_it(app, app_env):
     assert any("does not match" in e.value for e in app.error) and not app.exception
     app.get("file_uploader")[0].set_value(("bad.json", b"not json", "application/json")).run()
     assert any("not a JSON erasure config" in e.value for e in app.error) and not app.exception
+
+
+def test_the_feature_lists_export_imports_back_as_a_set(app, app_env):
+    """Issue #15: the page imports what it exports, the feature lists included."""
+    from app_support.exporting import feature_lists
+
+    search_and_add(app)
+    go(app, "export_import")
+    config = set_file(app_env)
+    lists = json.dumps(feature_lists(config, "default")).encode()
+    app.get("file_uploader")[0].upload("default-features.json", lists, "application/json").run()
+    assert not problems(app)
+    assert any("no thresholds" in i.value for i in app.info) and any("matches" in s.value for s in app.success)
+    app.button(key="import.go").click().run()
+    assert app.session_state["itd.set"] == "default-features"
+    imported = ErasureConfig.load(next((app_env / "sets").glob("*/default-features.json")))
+    assert imported.concept("Tom Cruise").features == config.concept("Tom Cruise").features
 
 
 # --------------------------------------------------------------------------- feature index pages

@@ -231,6 +231,14 @@ def test_concept_prompts():
     assert concepts.default_name("prompts", "\nfirst prompt\nsecond") == "first prompt"
 
 
+def test_a_presets_name_is_the_default_only_for_its_own_prompts():
+    """Issue #15: the name follows the prompts searched, so a preset's name cannot outlive its prompts."""
+    presets = {"Ilsa Marvaine": ("A portrait of Ilsa Marvaine", "Ilsa Marvaine on stage")}
+    assert concepts.default_name("prompts", "A portrait of Ilsa Marvaine\n Ilsa Marvaine on stage\n", presets) == "Ilsa Marvaine"
+    assert concepts.default_name("prompts", "A portrait of Ilsa Marvaine", presets) == "A portrait of Ilsa Marvaine"
+    assert concepts.default_name("name or word", " Doran  Velt ", presets) == "Doran Velt"
+
+
 def test_shipped_prompt_sets_are_offered():
     sets = prompt_sets.available_prompt_sets(is_demo=False)
     assert all(s.prompts for s in sets.values())
@@ -361,6 +369,51 @@ def test_export_and_import_round_trip(tiny_bundle, tmp_path):
         exporting.read_import(b"{}", tiny_bundle)
     assert exporting.suggest_set_name("my set (1).json", ["my set _1"]) == "my set _1 2"
     assert exporting.suggest_set_name("...json", []) == "imported"
+
+
+def test_feature_lists_import_back_as_the_same_concepts(tiny_bundle):
+    """Issue #15: everything the app exports, it imports; feature lists give the concepts, features, strengths and labels."""
+    config = set_ops.add_features(tiny_bundle.new_erasure_config(), "cruise", [4, 9], strength=-3, labels={4: "Cruise"})
+    config = set_ops.add_features(config, "circles", [7], strength=-1.5, labels={7: "round"})
+    config.concepts[1].notes = "round things"
+    lists = json.dumps(exporting.feature_lists(config, "default")).encode()
+    report = exporting.read_import(lists, tiny_bundle, source="default-features.json")
+    assert report.matches and "no thresholds" in report.note
+
+    def features(c):
+        return [(concept.name, concept.notes, [(f.id, f.strength, f.label) for f in concept.features]) for concept in c.concepts]
+
+    assert features(report.config) == features(config) == [("cruise", "", [(4, -3, "Cruise"), (9, -3, "")]),
+                                                            ("circles", "round things", [(7, -1.5, "round")])]
+    adopted = exporting.adopt(report.config, tiny_bundle.new_erasure_config())
+    assert features(adopted) == features(config) and adopted.sae == config.sae and adopted.model == config.model
+    assert exporting.read_import(config.to_json().encode(), tiny_bundle).note == "", "a config carries everything"
+
+
+def test_feature_lists_are_checked_like_a_config(tiny_bundle):
+    config = set_ops.add_features(tiny_bundle.new_erasure_config(), "cruise", [4, 9])
+    lists = exporting.feature_lists(config, "default")
+
+    def read(document):
+        return exporting.read_import(json.dumps(document).encode(), tiny_bundle, source="lists.json")
+
+    assert "fingerprint" in read(lists | {"sae_sha256": "0" * 64}).problems[0]
+    assert "layer" in read(lists | {"layer": "encoder.layers.0"}).problems[0]
+    with pytest.raises(ItdError, match="missing key.*'sae_sha256'"):
+        read({k: v for k, v in lists.items() if k != "sae_sha256"})
+    with pytest.raises(ItdError, match="format_version"):
+        read(lists | {"format_version": 2})
+    broken = json.loads(json.dumps(lists))
+    broken["lists"][0]["features"][1]["index"] = "nine"
+    with pytest.raises(ItdError, match=r"lists.json: concepts.0.features.1.id"):
+        read(broken)
+    broken["lists"][0]["features"] = "4, 9"
+    with pytest.raises(ItdError, match=r"concepts.0.features"):
+        read(broken)
+    with pytest.raises(ItdError, match="neither an erasure config .* nor a set's feature lists.*itd index import-list"):
+        read({"format": "neuronpedia-list", "name": "a feature index list", "features": [{"index": "4"}]})
+    with pytest.raises(ItdError, match="neither"):
+        read([1, 2])
 
 
 def test_only_hub_ids_and_folders_inside_the_roots_are_readable(tmp_path):
