@@ -47,6 +47,7 @@ from itd_core.errors import ItdError
 from itd_core.prompt_folding import PromptFolding
 from itd_core.prompts import MAX_PROMPT_CHARS, MAX_PROMPTS
 from itd_core.sae import TopKSAE
+from itd_core.sae_io import weights_fingerprint
 
 SCHEMA_VERSION = 1
 MAX_CONFIG_BYTES = 64 * 2**20  # a config of every feature of a 524k-latent SAE with labels is well under this
@@ -227,7 +228,9 @@ class ErasureConfig(_Strict):
             raise ItdError(
                 f"this erasure config is for an SAE with {self.sae.n_latents} latents, d_model {self.sae.d_model}, k {self.sae.k}; "
                 f"the loaded SAE has {sae.n_latents}, {sae.d_model}, {sae.k}")
-        if sae.fingerprint is not None and sae.fingerprint != self.sae.sha256:
+        if sae.fingerprint is None:  # an SAE built in memory: compute it, so the check cannot be skipped
+            sae.fingerprint = weights_fingerprint(sae)
+        if sae.fingerprint != self.sae.sha256:
             raise ItdError(f"SAE fingerprint mismatch: the config expects sae.sha256={self.sae.sha256[:12]}…, "
                            f"the loaded SAE has {sae.fingerprint[:12]}… (a different or retrained SAE)")
 

@@ -252,8 +252,33 @@ class SideBySide:
         return self.original.tobytes() == self.erased.tobytes()
 
 
+_FINGERPRINT_ATTRIBUTE = "_itd_weights_fingerprint"
+_SAMPLED_VALUES = 64  # per tensor, from each end: retrained or fine-tuned weights change them
+
+
+def pipeline_fingerprint(pipe) -> str:
+    """A short fingerprint of the pipeline's weights (text encoder, UNet, VAE): every tensor's name, shape, dtype and
+    its first and last values. Computed once per pipeline object; a cache keyed by it never serves images of other weights."""
+    cached = getattr(pipe, _FINGERPRINT_ATTRIBUTE, None)
+    if cached is not None:
+        return cached
+    digest = hashlib.sha256()
+    for component in ("text_encoder", "unet", "vae"):
+        module = getattr(pipe, component, None)
+        if module is None:
+            continue
+        for name, tensor in module.state_dict().items():
+            flat = tensor.detach().reshape(-1)
+            sample = torch.cat([flat[:_SAMPLED_VALUES], flat[-_SAMPLED_VALUES:]]).float().cpu()
+            digest.update(f"{component}.{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+            digest.update(sample.numpy().tobytes())
+    fingerprint = digest.hexdigest()[:16]
+    setattr(pipe, _FINGERPRINT_ATTRIBUTE, fingerprint)
+    return fingerprint
+
+
 class GenerationCache:
-    """PNG + JSON per result, keyed by everything that changes the image."""
+    """PNG + JSON per result, keyed by everything that changes the image (the weights by :func:`pipeline_fingerprint`)."""
 
     def __init__(self, folder: str | Path | None = None):
         self.folder = Path(folder or os.environ.get("ITD_CACHE_DIR", Path.home() / ".cache" / "itd-explorer")) / "generations"
@@ -303,7 +328,8 @@ def generate_side_by_side(
         raise ItdError("no prompts to generate")
     size = settings.resolved_size(pipe)
     config_hash = config.content_hash() + ("" if gate else ":ungated")
-    keys = [(GenerationCache.key(model_id, p, s, settings, size, None), GenerationCache.key(model_id, p, s, settings, size, config_hash)) for p, s in zip(prompts, seeds)]
+    model = f"{model_id}@{pipeline_fingerprint(pipe)}"  # the name alone would serve images of weights since replaced
+    keys = [(GenerationCache.key(model, p, s, settings, size, None), GenerationCache.key(model, p, s, settings, size, config_hash)) for p, s in zip(prompts, seeds)]
     cached = [(cache.get(a), cache.get(b)) if cache else (None, None) for a, b in keys]
     todo = [i for i, (a, b) in enumerate(cached) if a is None or b is None]
     results: dict[int, tuple[Image.Image, Image.Image, dict]] = {}

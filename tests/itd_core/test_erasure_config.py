@@ -150,3 +150,14 @@ def test_json_nested_thousands_deep_is_an_error_not_a_recursion_error(tmp_path):
     path.write_text("[" * 100_000 + "]" * 100_000)
     with pytest.raises(ItdError, match="nested too deeply"):
         ErasureConfig.load(path)
+
+
+def test_an_sae_without_a_fingerprint_is_fingerprinted_not_waved_through(sae):
+    other = TopKSAE.random(SAEConfig(d_model=8, n_latents=64, k=4), seed=123)
+    other.fingerprint = None  # built in memory, never saved or loaded
+    with pytest.raises(ItdError, match="fingerprint mismatch"):
+        _config(sae).deactivator(other)
+    same = TopKSAE.random(SAEConfig(d_model=8, n_latents=64, k=4), seed=0)
+    same.load_state_dict(sae.state_dict())
+    same.fingerprint = None
+    assert _config(sae).deactivator(same).concepts[0].name == "Tom"

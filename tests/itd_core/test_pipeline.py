@@ -161,3 +161,21 @@ def test_residual_edit_changes_only_the_concepts_tokens_through_the_pipeline(tin
     plain, _ = pipe.encode_prompt([TARGET[0], non_target], "cpu", 1, False)
     assert hook.prompt_calls[-1].edited == [True, False]
     assert not torch.equal(embeds[0], plain[0]) and torch.equal(embeds[1], plain[1])
+
+
+def test_the_cache_never_serves_images_of_other_weights(tiny_bundle, config, tmp_path):
+    import copy
+
+    from itd_core.pipeline import pipeline_fingerprint
+
+    cache = GenerationCache(tmp_path)
+    args = (config, tiny_bundle.sae, [TARGET[0]], [7], SETTINGS)
+    first = generate_side_by_side(tiny_bundle.pipeline, *args, cache=cache, model_id="same-name")
+    retrained = copy.deepcopy(tiny_bundle.pipeline)
+    vars(retrained).pop("_itd_weights_fingerprint", None)  # the copy's weights are about to change
+    with torch.no_grad():
+        next(retrained.unet.parameters()).add_(0.5)
+    assert pipeline_fingerprint(retrained) != pipeline_fingerprint(tiny_bundle.pipeline)
+    second = generate_side_by_side(retrained, *args, cache=cache, model_id="same-name")
+    assert not second[0].from_cache and second[0].original.tobytes() != first[0].original.tobytes()
+    assert generate_side_by_side(tiny_bundle.pipeline, *args, cache=cache, model_id="same-name")[0].from_cache
