@@ -86,6 +86,9 @@ def demo_benchmark() -> dict | None:
         return None
 
 
+DEMO_CONCEPTS = "ShapesWorld: identities and artists"
+
+
 def available_prompt_sets(is_demo: bool) -> dict[str, PromptSet]:
     """Name -> set, for the retain/general pickers."""
     sets: dict[str, PromptSet] = {}
@@ -100,7 +103,7 @@ def available_prompt_sets(is_demo: bool) -> dict[str, PromptSet]:
         if bench:
             others = tuple(p for kind in ("identity", "artist") for prompts in bench.get(kind, {}).values() for p in prompts)
             if others:
-                sets["ShapesWorld: identities and artists"] = PromptSet("ShapesWorld: identities and artists", others, "shapesworld.world.erasure_prompts")
+                sets[DEMO_CONCEPTS] = PromptSet(DEMO_CONCEPTS, others, "shapesworld.world.erasure_prompts")
     for prompt_set in file_prompt_sets():
         sets[prompt_set.name] = prompt_set
     return sets
@@ -157,10 +160,18 @@ def lines(text: str) -> list[str]:
 
 
 def default_retain(sets: dict[str, PromptSet]) -> list[str]:
-    """The retain sets offered first: the demo's object prompts and outside people (so that a character's
-    features exclude the portrait templates themselves), else the first shipped 'retain'/'remain' list."""
-    demo = [n for n in sets if n.startswith("ShapesWorld:") and n.endswith("(retain)")]
+    """The retain sets offered first: on the demo, its object prompts, outside people and the other characters'
+    and artists' templates (without them an artist's features take what every style prompt shares, and another
+    artist's prompt is edited; the concept's own prompts leave the retain side: :func:`retain_without`), else the
+    first shipped 'retain'/'remain' list."""
+    demo = [n for n in sets if n.startswith("ShapesWorld:") and (n.endswith("(retain)") or n == DEMO_CONCEPTS)]
     return demo or [n for n in sets if "retain" in n.lower() or "remain" in n.lower()][:1]
+
+
+def retain_without(retain: list[str], targets: list[str]) -> list[str]:
+    """``retain`` without the target prompts: a prompt cannot be both, and as a retain prompt it would remove every feature of its concept."""
+    excluded = set(targets)
+    return [p for p in retain if p not in excluded]
 
 
 WORLD_CAPTIONS = "ShapesWorld: world captions (2,000 generated)"

@@ -7,7 +7,7 @@ import streamlit as st
 from app_support import sets as set_ops
 from app_support.calibration import ConceptScores, choose_threshold, features_hash, report
 from app_support.prompt_sets import (RED_TEAM_KINDS, available_prompt_sets, combine, default_retain, generated_negatives_name,
-                                     generated_phrasings_name, lines, red_team_kind, red_team_sets)
+                                     generated_phrasings_name, lines, red_team_kind, red_team_sets, retain_without)
 from itd_core.errors import ItdError
 from pages import common
 
@@ -87,7 +87,7 @@ if st.button("Score the prompts", type="primary", key="calib.score"):
         phrasings = [generated.phrasings] if generated and use_phrasings else []
         negatives = [generated.negatives] if generated and use_negatives else []
         target = combine({s.name: s for s in phrasings}, [s.name for s in phrasings], target_text)
-        retain = combine(sets, retain_sets, retain_text)
+        retain = retain_without(combine(sets, retain_sets, retain_text), target)
         hard_negatives = combine({s.name: s for s in negatives}, [s.name for s in negatives], "")
         general = combine(sets, general_sets, general_text)
         if not target:

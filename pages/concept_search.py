@@ -4,7 +4,7 @@ import streamlit as st
 
 from app_support import sets as set_ops
 from app_support.concepts import KINDS, TEMPLATES, concept_prompts, default_name
-from app_support.prompt_sets import available_prompt_sets, combine, default_retain, concept_presets
+from app_support.prompt_sets import available_prompt_sets, combine, concept_presets, default_retain, retain_without
 from itd_core.concept import DEFAULT_TOP_N
 from itd_core.errors import ItdError
 from pages import common
@@ -67,7 +67,7 @@ top_n = common.keep("itd.concept.top_n", st.number_input("Top-N per prompt", 1, 
 if st.button("Search", type="primary", key="concept.search"):
     with common.guard():
         prompts = concept_prompts(kind, text, group)
-        retain = combine(sets, chosen, typed_retain)
+        retain = retain_without(combine(sets, chosen, typed_retain), prompts)
         if not retain:
             raise ItdError("the retain set is empty: pick a shipped set or type prompts that must keep working (e.g. other people, other styles)")
         concept_name = name.strip() or suggested_name

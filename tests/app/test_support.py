@@ -249,12 +249,16 @@ def test_shipped_prompt_sets_are_offered():
         assert all(len(p) >= 1 for p in presets.values())
 
 
-def test_demo_retain_default_covers_objects_and_outside_people():
+def test_demo_retain_default_covers_objects_outside_people_and_the_other_concepts():
     sets = prompt_sets.available_prompt_sets(is_demo=True)
     chosen = prompt_sets.default_retain(sets)
-    assert chosen == ["ShapesWorld: object prompts (retain)", "ShapesWorld: people outside the world (retain)"]
-    retain = prompt_sets.combine(sets, chosen)
-    assert "A portrait of Harriet Colbane" in retain and not any(name in p for p in retain for name in world.IDENTITIES)
+    assert chosen == ["ShapesWorld: object prompts (retain)", "ShapesWorld: people outside the world (retain)", prompt_sets.DEMO_CONCEPTS]
+    artist = prompt_sets.demo_concepts()["Ilsa Marvaine"]
+    retain = prompt_sets.retain_without(prompt_sets.combine(sets, chosen), list(artist))
+    assert "A portrait of Harriet Colbane" in retain
+    assert not set(artist) & set(retain), "the concept's own prompts leave the retain side"
+    others = [n for n in world.ARTISTS if n != "Ilsa Marvaine"]
+    assert all(any(name in p for p in retain) for name in others), "every other artist's prompts stay on the retain side"
 
 
 def test_corpus_choices():
