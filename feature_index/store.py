@@ -19,6 +19,7 @@ Import accepts that shape (``features`` or ``neurons``; ``index`` as an int or a
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -77,13 +78,24 @@ class FeatureList(BaseModel):
 class FeatureStore:
     """Labels and lists of one SAE's features. ``n_latents`` bounds the valid feature ids."""
 
-    def __init__(self, path: str | Path, fingerprint: str, n_latents: int, *, model_id: str = "", layer: str = ""):
+    def __init__(self, path: str | Path, fingerprint: str, n_latents: int, *, model_id: str = "", layer: str = "",
+                 read_only: bool | None = None):
+        """``read_only`` None: read-only when the store's folder or file cannot be written (a read-only mount), so that
+        labels can still be read there."""
         self.path = Path(path)
         self.fingerprint = fingerprint
         self.n_latents = n_latents
         self.model_id = model_id
         self.layer = layer
         self._local = threading.local()
+        if read_only is None:
+            read_only = self.path.exists() and not (os.access(self.path, os.W_OK) and os.access(self.path.parent, os.W_OK))
+        self.read_only = read_only
+        if read_only:
+            rows = self._read("SELECT value FROM meta WHERE key='fingerprint'")
+            if rows:
+                check_fingerprint(rows[0][0], fingerprint, "the label store", self.path.parent)
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._write() as db:
             # one statement at a time: executescript() would COMMIT the transaction
@@ -98,6 +110,9 @@ class FeatureStore:
     # --- connections ------------------------------------------------------------------------
     def _connection(self) -> sqlite3.Connection:
         connection = getattr(self._local, "connection", None)
+        if connection is None and self.read_only:
+            connection = self._read_only_connection()
+            self._local.connection = connection
         if connection is None:
             try:
                 connection = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
@@ -112,9 +127,24 @@ class FeatureStore:
             self._local.connection = connection
         return connection
 
+    def _read_only_connection(self) -> sqlite3.Connection:
+        """Read-only, with the write-ahead log if SQLite can share it here, else as the file stands (``immutable``: no
+        journal or shared-memory file, which a read-only folder cannot hold)."""
+        error = None
+        for options in ("mode=ro", "mode=ro&immutable=1"):
+            try:
+                connection = sqlite3.connect(f"{self.path.resolve().as_uri()}?{options}", uri=True, isolation_level=None)
+                connection.execute("SELECT 1 FROM meta LIMIT 1")
+                return connection
+            except sqlite3.DatabaseError as failure:
+                error = failure
+        raise ItdError(f"cannot read the label store {self.path} (opened read-only): {error}")
+
     @contextmanager
     def _write(self):
         """One ``BEGIN IMMEDIATE`` transaction: committed as a whole, or rolled back (SQLite errors become ItdErrors)."""
+        if self.read_only:
+            raise ItdError(f"the label store {self.path} is read-only (a read-only folder or mount): labels and lists can be read, not changed")
         connection = self._connection()
         try:
             connection.execute("BEGIN IMMEDIATE")

@@ -130,3 +130,17 @@ def test_a_damaged_store_file_is_a_clear_error(tmp_path):
     path.write_bytes(b"this is not a database" * 100)
     with pytest.raises(ItdError, match="label store"):
         FeatureStore(path, "fp", 10)
+
+
+def test_a_read_only_store_reads_and_refuses_writes_with_a_clear_message(tmp_path):
+    store = FeatureStore(tmp_path / "store.sqlite", "fp", 100)
+    store.set_label(3, "red things")
+    store.close()  # the last connection folds the write-ahead log into the file
+    before = (tmp_path / "store.sqlite").read_bytes()
+    reader = FeatureStore(tmp_path / "store.sqlite", "fp", 100, read_only=True)
+    assert reader.label(3) == "red things" and reader.labels() == {3: "red things"}
+    with pytest.raises(ItdError, match="read-only.*can be read, not changed"):
+        reader.set_label(4, "blue")
+    with pytest.raises(ItdError, match="fingerprint"):
+        FeatureStore(tmp_path / "store.sqlite", "other", 100, read_only=True)
+    assert (tmp_path / "store.sqlite").read_bytes() == before
