@@ -55,3 +55,42 @@ def test_file_lock_serialises_read_modify_write_across_processes(tmp_path):
         process.join(timeout=120)
         assert process.exitcode == 0
     assert json.loads(path.read_text()) == {"count": 150}
+
+
+_REWRITER = """
+import sys
+sys.path.insert(0, {root!r})
+from pathlib import Path
+from itd_core.atomic import atomic_write_text
+from itd_core.sae import SAEConfig, TopKSAE
+from itd_core.sae_io import save_sae
+config, folder = Path({config!r}), Path({folder!r})
+saes = [TopKSAE.random(SAEConfig(d_model=8, n_latents=32, k=4), seed=s) for s in (1, 2)]
+for i in range(100000):
+    atomic_write_text(config, '{{"version": %d, "padding": "%s"}}' % (i, "x" * 20000))
+    save_sae(saes[i % 2], folder, format="native")
+    print(i, flush=True)
+"""
+
+
+def test_kill_9_at_random_moments_leaves_a_whole_config_and_a_whole_sae(tmp_path):
+    import random
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from itd_core.sae_io import load_sae
+
+    root = str(Path(__file__).resolve().parents[2])
+    config, folder = tmp_path / "erasure.json", tmp_path / "sae"
+    script = _REWRITER.format(root=root, config=str(config), folder=str(folder))
+    rng = random.Random(0)
+    for trial in range(8):
+        writer = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        for _ in range(rng.randrange(1, 6)):  # a few whole rounds, then a kill somewhere inside the next ones
+            writer.stdout.readline()
+        time.sleep(rng.uniform(0, 0.05))
+        os.kill(writer.pid, 9)
+        writer.wait(timeout=30)
+        assert json.loads(config.read_text())["version"] >= 0, f"trial {trial}: the config is whole"
+        assert load_sae(folder).n_latents == 32, f"trial {trial}: the SAE folder holds a whole checkpoint"
