@@ -57,11 +57,14 @@ def _unleet(match: re.Match) -> str:
     if letters < 2 or letters == len(word):
         return word  # a number, or a word without leetspeak
     chars = list(word)
-    for i, c in enumerate(chars):
-        # Only characters that touch a letter: "m1ra" -> "mira", while "1080p" has a single letter and was kept above.
-        touches_letter = (i > 0 and chars[i - 1].isalpha()) or (i + 1 < len(chars) and chars[i + 1].isalpha())
-        if c in _LEET and touches_letter:
-            chars[i] = _LEET[c]
+    changed = True
+    while changed:  # a run of symbols is read from the letters inwards ("00AA" -> "ooAA"), so folding twice changes nothing
+        changed = False
+        for i, c in enumerate(chars):
+            # Only characters that touch a letter: "m1ra" -> "mira", while "1080p" has a single letter and was kept above.
+            touches_letter = (i > 0 and chars[i - 1].isalpha()) or (i + 1 < len(chars) and chars[i + 1].isalpha())
+            if c in _LEET and touches_letter:
+                chars[i], changed = _LEET[c], True
     return "".join(chars)
 
 

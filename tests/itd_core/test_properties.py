@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from itd_core.deactivation import ConceptFeatures, Deactivator
@@ -21,8 +21,9 @@ NAMES = ["Mira Castellane", "Doran Velt", "unsafe"]
 texts = st.text(st.characters(codec=None, exclude_categories=()), max_size=200)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, derandomize=True)  # the same examples on every run: CI stays reproducible
 @given(texts)
+@example("00AA")  # leetspeak read in one pass was not idempotent: "00AA" -> "0oAA" -> "ooAA"
 def test_checking_and_folding_a_prompt_never_raises_anything_but_an_itd_error(text):
     try:
         checked = check_prompt(text)
@@ -39,7 +40,7 @@ def sae():
     return TopKSAE.random(SAEConfig(d_model=16, n_latents=64, k=4), seed=0)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(strengths=st.lists(st.floats(-20, 20, allow_nan=False), min_size=1, max_size=6), threshold=st.floats(0, 10),
        scale=st.floats(1e-3, 1e3), edit_output=st.sampled_from(["reconstruction", "residual"]))
 def test_finite_configs_give_finite_scores_and_activations(sae, strengths, threshold, scale, edit_output):
@@ -61,7 +62,7 @@ json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats
                            max_leaves=10)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, derandomize=True)
 @given(path=st.sampled_from([("concepts", 0, "threshold"), ("concepts", 0, "features", 0, "strength"), ("concepts", 0, "features", 0, "id"),
                              ("concepts", 0, "name"), ("concepts", 0, "notes"), ("score_positions",), ("sae", "k"), ("model",)]),
        value=json_values)
