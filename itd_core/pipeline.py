@@ -16,6 +16,7 @@ import functools
 import hashlib
 import json
 import os
+import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -364,11 +365,39 @@ def generate_side_by_side(
     return pairs
 
 
-def side_by_side_image(pairs: Sequence[SideBySide], scale: int = 1) -> Image.Image:
-    """One picture: a row per prompt, original left, erased right."""
+def pair_caption(pair: SideBySide) -> str:
+    """What a side-by-side row says under its images: prompt, seed, and the classifier's decision with its score."""
+    if pair.edited:
+        decision = "edited: " + ", ".join(f"{name} (score {pair.scores.get(name, float('nan')):.3g})" for name in pair.triggered)
+    else:
+        top = max(pair.scores.items(), key=lambda item: item[1], default=None)
+        decision = "untouched" + (f" (highest score: {top[0]} {top[1]:.3g})" if top else "")
+    return f"{pair.prompt!r} · seed {pair.seed} · {decision}"
+
+
+def side_by_side_image(pairs: Sequence[SideBySide], scale: int = 1, *, captions: bool = True) -> Image.Image:
+    """One picture: a row per prompt, original left, erased right; with ``captions``, a header and under each row
+    :func:`pair_caption`, so that a saved sheet says what it shows."""
+    from PIL import ImageDraw, ImageFont
+
     width, height = pairs[0].original.size
-    sheet = Image.new("RGB", (2 * width * scale, len(pairs) * height * scale), "white")
-    for row, pair in enumerate(pairs):
+    cell_w, cell_h = width * scale, height * scale
+    font = ImageFont.load_default()
+    line_h = 14 if captions else 0
+    chars_per_line = max(2 * cell_w // 6, 20)  # the default font is about 6 px wide
+    lines = [textwrap.wrap(pair_caption(pair), chars_per_line) if captions else [] for pair in pairs]
+    header = line_h
+    row_h = [cell_h + line_h * len(wrapped) + (4 if captions else 0) for wrapped in lines]
+    sheet = Image.new("RGB", (2 * cell_w, header + sum(row_h)), "white")
+    draw = ImageDraw.Draw(sheet)
+    if captions:
+        draw.text((2, 1), "without erasure", fill="black", font=font)
+        draw.text((cell_w + 2, 1), "with ItD", fill="black", font=font)
+    top = header
+    for pair, wrapped, height_of_row in zip(pairs, lines, row_h):
         for column, image in enumerate((pair.original, pair.erased)):
-            sheet.paste(image.resize((width * scale, height * scale), Image.NEAREST), (column * width * scale, row * height * scale))
+            sheet.paste(image.resize((cell_w, cell_h), Image.NEAREST), (column * cell_w, top))
+        for k, line in enumerate(wrapped):
+            draw.text((2, top + cell_h + 2 + k * line_h), line, fill="darkred" if pair.edited else "black", font=font)
+        top += height_of_row
     return sheet

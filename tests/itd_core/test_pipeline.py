@@ -3,7 +3,8 @@ import torch
 
 from itd_core.concept import select_concept
 from itd_core.erasure_config import ConceptEntry, FeatureEntry
-from itd_core.pipeline import GenerationCache, GenerationSettings, apply_erasure, erasure, generate_images, generate_side_by_side
+from itd_core.pipeline import (GenerationCache, GenerationSettings, apply_erasure, erasure, generate_images, generate_side_by_side, pair_caption,
+                               side_by_side_image)
 
 TARGET = ["A portrait of Tom Cruise", "Tom Cruise in an official photo"]
 RETAIN = ["A portrait of Brad Pitt", "a cat on a mat", "a house by a lake"]
@@ -93,6 +94,12 @@ def test_side_by_side_uses_the_same_latents_and_caches(tiny_bundle, config, non_
     second = generate_side_by_side(*args, cache=cache)
     assert all(p.from_cache for p in second)
     assert [p.erased.tobytes() for p in second] == [p.erased.tobytes() for p in first]
+    assert pair_caption(first[0]).startswith(f"{TARGET[0]!r} · seed 7 · edited: Tom Cruise (score ")
+    assert pair_caption(first[1]).startswith(f"{non_targets[1]!r} · seed 8 · untouched (highest score: Tom Cruise ")
+    width, height = first[0].original.size
+    assert side_by_side_image(first, scale=2, captions=False).size == (4 * width, 4 * height)
+    captioned = side_by_side_image(first, scale=2)
+    assert captioned.size[0] == 4 * width and captioned.size[1] > 4 * height + 2 * 14, "a header and a caption under each row"
 
 
 def test_negative_prompt_is_scored_but_never_edited_when_the_config_says_so(tiny_bundle, config):
