@@ -9,7 +9,7 @@ from, and copied back into, these keys (:func:`remember`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import streamlit as st
@@ -244,8 +244,10 @@ def editor(loaded) -> set_ops.SetEditor:
     return set_ops.SetEditor(sets, histories.setdefault(str(sets.folder), {}))
 
 
-def change_set(loaded, change: Callable[[ErasureConfig], ErasureConfig], message: str | None = None, *, rerun: bool = True) -> ErasureConfig | None:
-    """Apply one change to the current set (saved at once); errors are shown. Reruns so every part of the page sees it."""
+def change_set(loaded, change: Callable[[ErasureConfig], ErasureConfig], message: str | None = None, *, rerun: bool = True,
+               clear: Sequence[str] = ()) -> ErasureConfig | None:
+    """Apply one change to the current set (saved at once); errors are shown. Reruns so every part of the page sees it.
+    ``clear``: widget keys emptied after a successful change (an input that did its job), kept after an error."""
     name = current_set_name(loaded)
     try:
         before = store(loaded).load(name)
@@ -254,6 +256,8 @@ def change_set(loaded, change: Callable[[ErasureConfig], ErasureConfig], message
         show_error(error)
         return None
     flash(message or f"{set_ops.describe_change(before, after)} (set {name!r}, saved)")
+    for key in clear:
+        st.session_state.pop(key, None)
     if rerun:
         st.rerun()
     return after

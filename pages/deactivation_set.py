@@ -120,4 +120,5 @@ if st.button("Add", key="set.add"):
             feature_ids = [int(part) for part in ids_text.replace(";", ",").replace(" ", ",").split(",") if part.strip()]
         except ValueError:
             raise ItdError(f"feature ids must be whole numbers separated by commas, got {ids_text!r}") from None
-        common.change_set(loaded, lambda c: set_ops.add_features(c, target, feature_ids, strength=strength, labels=common.labels(loaded)))
+        common.change_set(loaded, lambda c: set_ops.add_features(c, target, feature_ids, strength=strength, labels=common.labels(loaded)),
+                          clear=["w.set.add_ids"])

@@ -217,6 +217,7 @@ def test_deactivation_set_edits_and_named_sets(app, app_env):
     app.text_input(key="w.set.add_ids").input("3, 7, 11").run()
     app.button(key="set.add").click().run()
     assert [f.id for f in set_file(app_env).concept("shapes").features] == [3, 7, 11]
+    assert app.text_input(key="w.set.add_ids").value == "", "the ids box empties once its features are added"
     app.multiselect(key=next(m.key for m in app.multiselect if m.key.startswith("w.set.drop.0"))).set_value([7]).run()
     app.button(key="set.remove.0").click().run()
     assert [f.id for f in set_file(app_env).concept("shapes").features] == [3, 11]
@@ -230,6 +231,7 @@ def test_deactivation_set_edits_and_named_sets(app, app_env):
     app.text_input(key="w.set.add_ids").input("99999").run()
     app.button(key="set.add").click().run()
     assert any("out of range" in e.value for e in app.error)
+    assert app.text_input(key="w.set.add_ids").value == "99999", "a refused input stays to be corrected"
 
     app.text_input(key="w.set.new_name").input("second").run()
     app.button(key="set.create").click().run()
