@@ -83,15 +83,15 @@ if n > MAX_POINTS:
     shown = np.union1d(rng.choice(n, MAX_POINTS, replace=False), np.flatnonzero(colour > 0))
 coords = feature_map.coords[shown]
 hover = [common.feature_name(int(f), names) for f in shown]
-if mode in ("deactivation set", "feature list"):  # membership: two colours, members drawn on top
-    members = colour[shown] > 0
-    marker = {"size": np.where(members, 8, 4), "color": np.where(members, "#d62728", "#b8b8b8")}
-    order = np.argsort(members, kind="stable")
-    coords, shown_sorted, hover = coords[order], shown[order], [hover[i] for i in order]
-    marker = {"size": marker["size"][order], "color": marker["color"][order]}
+# Points drawn in order of their value, highest last: a member or an active feature is never hidden under the rest.
+order = np.argsort(colour[shown], kind="stable")
+coords, shown_sorted, hover = coords[order], shown[order], [hover[i] for i in order]
+values = colour[shown_sorted]
+if mode in ("deactivation set", "feature list"):  # membership: two colours
+    marker = {"size": np.where(values > 0, 8, 4), "color": np.where(values > 0, "#d62728", "#b8b8b8")}
 else:
-    shown_sorted = shown
-    marker = {"size": 4, "color": colour[shown], "colorscale": "Viridis", "showscale": bool(colour_title), "colorbar": {"title": colour_title}}
+    sizes = np.where(values > 0, 7, 4) if mode == "concept activation" else 4  # active features stand out
+    marker = {"size": sizes, "color": values, "colorscale": "Viridis", "showscale": bool(colour_title), "colorbar": {"title": colour_title}}
 figure = go.Figure(go.Scattergl(
     x=coords[:, 0], y=coords[:, 1], mode="markers", customdata=shown_sorted, text=hover, marker=marker,
     hovertemplate="%{text}<extra></extra>",

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 
+import numpy as np
 import pytest
 
 from itd_core.erasure_config import ErasureConfig
@@ -396,6 +398,10 @@ def test_feature_dashboard_and_map_before_and_after_the_index_build(app):
     for mode in ("frequency", "feature list", "concept activation"):
         app.radio(key="w.itd.map.mode").set_value(mode).run()
         assert not problems(app), mode
+    app.radio(key="w.itd.map.mode").set_value("frequency").run()
+    colours = json.loads(app.get("plotly_chart")[0].proto.spec)["data"][0]["marker"]["color"]
+    values = np.frombuffer(base64.b64decode(colours["bdata"]), dtype=colours["dtype"]) if isinstance(colours, dict) else np.asarray(colours)
+    assert len(values) > 1 and (np.diff(values) >= 0).all(), "the highest values are drawn last, on top"
 
     from app_support.index_access import open_index
     from app_support.settings import default_spec
