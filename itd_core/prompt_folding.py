@@ -4,8 +4,8 @@
 
 1. Unicode NFKC (fullwidth ``Ｍｉｒａ`` -> ``Mira``, ligatures, compatibility forms);
 2. drop invisible format characters (zero-width space and joiners, soft hyphen, BOM: category Cf);
-3. map confusable letters of other scripts to their Latin look-alikes (Cyrillic ``а е о р с``,
-   Greek ``ο α ν``, ...), then strip accents (``Castéllane`` -> ``Castellane``);
+3. strip accents (``Castéllane`` -> ``Castellane``), then map confusable letters of other scripts to
+   their Latin look-alikes (Cyrillic ``а е о р с``, Greek ``ο α ν``, ...);
 4. read leetspeak inside words that mix letters with digits or symbols (``M1ra C4stellane`` ->
    ``Mira Castellane``); a plain number (``2``, ``1080p``) is left alone.
 
@@ -72,8 +72,9 @@ def fold_prompt(text: str) -> str:
     """The folded spelling of ``text`` (see the module docstring); ``fold_prompt(fold_prompt(t)) == fold_prompt(t)``."""
     text = unicodedata.normalize("NFKC", text)
     text = "".join(c for c in text if unicodedata.category(c) != "Cf")
-    text = text.translate(_CONFUSABLES)
+    # Accents first: a letter with an accent ("ἠ") is a confusable ("η") only once the accent is gone.
     text = "".join(c for c in unicodedata.normalize("NFD", text) if unicodedata.category(c) != "Mn")
+    text = text.translate(_CONFUSABLES)
     text = _WORD.sub(_unleet, text)
     return unicodedata.normalize("NFC", text)
 
@@ -105,12 +106,21 @@ def _letters(word: str) -> str | None:
 
 def fold_names(text: str, names: Sequence[str], *, complete_parts: bool = False) -> str:
     """``text`` with near-miss spellings of ``names`` written as the name (see the module docstring)."""
+    keys = {_letters(name.replace(" ", "")) for name in names} - {None}
+    while (folded := _fold_one(text, names, keys, complete_parts)) != text:
+        text = folded
+    return text
+
+
+def _fold_one(text: str, names: Sequence[str], keys: set[str], complete_parts: bool) -> str:
+    """``text`` with its first near-miss spelling of a name folded, or ``text`` itself when it has none. A spelling that
+    is exactly one of ``names`` is never folded into another, so two names one edit apart do not flip-flop."""
+    spans = [(m.start(), m.end(), *_CORE.match(m.group()).groups()) for m in _SPAN.finditer(text)]
     for name in names:
         key = _letters(name.replace(" ", ""))
         if not key:
             continue
         allowed = 1 if len(key) >= MIN_LETTERS_FOR_EDIT else 0
-        spans = [(m.start(), m.end(), *_CORE.match(m.group()).groups()) for m in _SPAN.finditer(text)]
         for i in range(len(spans)):
             joined = ""
             for j in range(i, len(spans)):
@@ -122,15 +132,14 @@ def fold_names(text: str, names: Sequence[str], *, complete_parts: bool = False)
                 if len(joined) > len(key) + allowed:
                     break
                 written = text[spans[i][0] + len(spans[i][2]):end - len(tail)]
-                if written != name and edit_distance(joined, key) <= allowed:
-                    return fold_names(text[:spans[i][0] + len(spans[i][2])] + name + text[end - len(tail):], names, complete_parts=complete_parts)
-        if complete_parts:
-            parts = name.split()
-            lowered = {part.casefold() for part in parts}
-            for i, (start, end, lead, core, tail) in enumerate(spans if len(parts) > 1 else []):
-                beside = [spans[k][3] for k in (i - 1, i + 1) if 0 <= k < len(spans)]
-                if core[:1].isupper() and core.casefold() in lowered and not any(word[:1].isupper() for word in beside):
-                    return fold_names(text[:start + len(lead)] + name + text[end - len(tail):], names, complete_parts=complete_parts)
+                if written != name and (joined == key or joined not in keys) and edit_distance(joined, key) <= allowed:
+                    return text[:spans[i][0] + len(spans[i][2])] + name + text[end - len(tail):]
+        parts = name.split() if complete_parts else []
+        lowered = {part.casefold() for part in parts}
+        for i, (start, end, lead, core, tail) in enumerate(spans if len(parts) > 1 else []):
+            beside = [spans[k][3] for k in (i - 1, i + 1) if 0 <= k < len(spans)]
+            if core[:1].isupper() and core.casefold() in lowered and not any(word[:1].isupper() for word in beside):
+                return text[:start + len(lead)] + name + text[end - len(tail):]
     return text
 
 

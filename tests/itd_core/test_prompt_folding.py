@@ -74,3 +74,13 @@ def test_lone_name_parts_are_completed_only_when_asked(written, folded):
 @pytest.mark.parametrize("text", ["Tessa Castellane at a concert", "Mira Brennick on stage", "a portrait of mira", "a felt hat"])
 def test_a_name_part_beside_another_name_or_in_lower_case_is_not_completed(text):
     assert fold_names(text, NAMES, complete_parts=True) == text
+
+
+def test_two_names_one_edit_apart_each_stay_as_written():
+    names = ["Jon Smithers", "John Smithers"]
+    assert fold_names("Jon Smithers and John Smithers", names) == "Jon Smithers and John Smithers"
+    assert fold_names("Jonn Smithers", names) in ("Jon Smithers", "John Smithers")
+
+
+def test_a_long_prompt_full_of_near_misses_folds_without_recursion():
+    assert fold_names("Mira Castelane, " * 300, NAMES) == "Mira Castellane, " * 300
