@@ -682,8 +682,14 @@ class CorpusStats:
         prompt_column = self.prompts.column("prompt")
         family = self.manifest.get("family", "clip")
         pad = self.manifest.get("pad_token") or ""
-        out = []
-        for rank, (value, p, pos, token, special, tokens) in enumerate(self._raw_examples(feature_id, k)):
+        out, seen = [], set()
+        for value, p, pos, token, special, tokens in self._raw_examples(feature_id, self.top_k):
+            if len(out) == k:
+                break
+            if (tuple(tokens), pos) in seen:  # prompts that differ only where the tokenizer does not look ("A"/"a")
+                continue
+            seen.add((tuple(tokens), pos))
+            rank = len(out)
             shown = list(tokens)
             peak = pos
             if pos >= len(tokens):  # a padding position: shown as one EOS after the prompt

@@ -43,3 +43,17 @@ def test_text_search_over_labels_and_top_tokens(built_index):
     assert built_index.search_text("zzzqqq") == []
     with pytest.raises(ItdError, match="empty"):
         built_index.search_text("   ")
+
+
+def test_prompts_the_tokenizer_reads_alike_show_once_among_the_top_examples(tiny_bundle, tmp_path):
+    from feature_index import FeatureIndex
+
+    corpus = ["A red circle on a table", "a red circle on a table", "A RED CIRCLE ON A TABLE", "a blue star", "two green hearts"]
+    index = FeatureIndex.open(tiny_bundle, tmp_path / "index")
+    index.build(corpus, top_k=5, batch_size=8)
+    repeated = 0
+    for feature in range(index.n_features):
+        shown = [(tuple(e.pieces), e.peak) for e in index.top_examples(feature, 5)]
+        assert len(shown) == len(set(shown)), f"feature {feature} shows one example twice"
+        repeated += sum(e.prompt_index < 3 for e in index.top_examples(feature, 5)) == 1
+    assert repeated, "features that fire on the three spellings show one of them"
