@@ -182,3 +182,15 @@ def test_an_edited_prompt_where_no_concept_feature_fires(sae, activations, edit_
     assert result.edited.all()
     if edit_output == "residual":
         assert torch.equal(result.activations, activations), "nothing of the concept to change"
+
+
+def test_the_public_code_path_takes_the_engines_decisions_and_edits(sae, activations):
+    from bench.reference_itd import public_erasure
+
+    scores = Deactivator(sae, _concepts(sae, activations)).scores(activations)
+    concepts = _concepts(sae, activations, thresholds=(0.99 * float(scores[0, 0]), 0.99 * float(scores[1, 1])))
+    output, public_scores, triggered = public_erasure(sae, activations, concepts)
+    result = Deactivator(sae, concepts).apply(activations)
+    torch.testing.assert_close(public_scores, result.scores, rtol=1e-5, atol=1e-6)
+    assert torch.equal(triggered, result.triggered)
+    torch.testing.assert_close(output, result.activations, rtol=1e-5, atol=1e-5)
