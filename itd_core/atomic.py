@@ -7,6 +7,7 @@ from __future__ import annotations
 import fcntl
 import glob
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -37,7 +38,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     umask's), and remove temporaries of this file left by writers killed at least an hour ago."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temporaries(path)
+    remove_stale_siblings(path, ".tmp")
     mode = os.stat(path).st_mode & 0o7777 if path.exists() else 0o666 & ~_umask()
     handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -63,12 +64,14 @@ def _umask() -> int:
     return current
 
 
-def _remove_stale_temporaries(path: Path) -> None:
+def remove_stale_siblings(path: Path, suffix: str) -> None:
+    """Remove ``.<name>.*<suffix>`` files or folders beside ``path`` older than :data:`STALE_TEMP_SECONDS`: what writers
+    of ``path`` killed mid-write left behind (a younger one may belong to a writer still at work)."""
     now = time.time()
-    for temp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*{suffix}"):
         try:
-            if now - temp.stat().st_mtime > STALE_TEMP_SECONDS:
-                temp.unlink()
+            if now - stale.stat().st_mtime > STALE_TEMP_SECONDS:
+                shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
         except OSError:
             pass  # another writer's cleanup got there first, or the folder is read-only: nothing to do
 

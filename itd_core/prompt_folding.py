@@ -106,20 +106,18 @@ def _letters(word: str) -> str | None:
 
 def fold_names(text: str, names: Sequence[str], *, complete_parts: bool = False) -> str:
     """``text`` with near-miss spellings of ``names`` written as the name (see the module docstring)."""
-    keys = {_letters(name.replace(" ", "")) for name in names} - {None}
-    while (folded := _fold_one(text, names, keys, complete_parts)) != text:
+    keyed = [(name, key) for name in names if (key := _letters(name.replace(" ", "")))]
+    while (folded := _fold_one(text, keyed, complete_parts)) != text:
         text = folded
     return text
 
 
-def _fold_one(text: str, names: Sequence[str], keys: set[str], complete_parts: bool) -> str:
-    """``text`` with its first near-miss spelling of a name folded, or ``text`` itself when it has none. A spelling that
-    is exactly one of ``names`` is never folded into another, so two names one edit apart do not flip-flop."""
+def _fold_one(text: str, keyed: Sequence[tuple[str, str]], complete_parts: bool) -> str:
+    """``text`` with its first near-miss spelling of a name folded, or ``text`` itself when it has none. ``keyed``: the names
+    with their letters (:func:`_letters`). A spelling that is exactly one of the names is never folded into another, so two names one edit apart do not flip-flop."""
     spans = [(m.start(), m.end(), *_CORE.match(m.group()).groups()) for m in _SPAN.finditer(text)]
-    for name in names:
-        key = _letters(name.replace(" ", ""))
-        if not key:
-            continue
+    keys = {key for _, key in keyed}
+    for name, key in keyed:
         allowed = 1 if len(key) >= MIN_LETTERS_FOR_EDIT else 0
         for i in range(len(spans)):
             joined = ""

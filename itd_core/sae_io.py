@@ -61,7 +61,6 @@ import re
 import shutil
 import struct
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -72,6 +71,7 @@ from typing import Any, Literal
 import torch
 from pydantic import ValidationError
 
+from itd_core.atomic import remove_stale_siblings
 from itd_core.errors import ItdError
 from itd_core.sae import SAEConfig, TopKSAE
 
@@ -192,7 +192,7 @@ def save_sae(sae: TopKSAE, path: str | os.PathLike[str], *, format: SaeFormat = 
     folder = Path(path)
     _check_replaceable(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_partials(folder)
+    remove_stale_siblings(folder, ".partial")  # unfinished saves of killed writers
     tmp = folder.parent / f".{folder.name}.{uuid.uuid4().hex[:8]}.partial"
     tmp.mkdir()
     try:
@@ -955,16 +955,6 @@ def _exchange(a: Path, b: Path) -> bool:
     if error in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):  # an old kernel or a file system without it
         return False
     raise OSError(error, os.strerror(error), str(b))
-
-
-def _remove_stale_partials(folder: Path) -> None:
-    """Unfinished saves of ``folder`` left by killed writers at least an hour ago."""
-    for stale in folder.parent.glob(f".{glob.escape(folder.name)}.*.partial"):
-        try:
-            if time.time() - stale.stat().st_mtime > 3600:
-                shutil.rmtree(stale)
-        except OSError:
-            pass  # another process removed it, or the folder is read-only
 
 
 def _fsync_path(path: Path) -> None:
