@@ -109,8 +109,8 @@ class SetStore:
         with self.locked(first), self.locked(second):
             if self.exists(new):
                 raise ItdError(f"a set named {new!r} exists already")
-            self._write(new, self.load(old))
-            self.path(old).unlink()
+            self.load(old)  # a damaged set is reported, not carried over
+            self.path(old).replace(self.path(new))  # one rename: never both names, never neither
 
     def delete(self, name: str) -> Path:
         """Move the set to ``.trash/`` (restorable by hand); returns where it went."""

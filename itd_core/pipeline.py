@@ -19,6 +19,7 @@ import os
 import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from io import BytesIO
 from pathlib import Path
 
 import torch
@@ -179,9 +180,10 @@ def remove_erasure(pipe) -> None:
         hook.remove()
 
 
-def apply_erasure(pipe, config: ErasureConfig, sae: TopKSAE | None = None, *, gate: bool = True) -> ErasureHook:
+def apply_erasure(pipe, config: ErasureConfig, sae: TopKSAE | None = None, *, gate: bool = True, edit_strength: float | None = None) -> ErasureHook:
     """Install ItD on ``pipe.text_encoder`` so that a plain ``pipe(prompt=...)`` erases.
-    Loads the SAE named in the config when ``sae`` is not given. Replaces an earlier erasure hook."""
+    Loads the SAE named in the config when ``sae`` is not given. Replaces an earlier erasure hook.
+    ``edit_strength`` overrides the strengths of the edit only (the classifier keeps the config's)."""
     if sae is None:
         from itd_core.bundle import sae_location
         from itd_core.sae_io import load_sae
@@ -194,12 +196,13 @@ def apply_erasure(pipe, config: ErasureConfig, sae: TopKSAE | None = None, *, ga
     if sae.d_model != width:
         raise ItdError(f"SAE width {sae.d_model} does not match the text encoder's width {width}")
     remove_erasure(pipe)
-    return ErasureHook(pipe, config.deactivator(sae), config.model.layer, gate=gate, edit_negative_prompt=config.edit_negative_prompt)
+    return ErasureHook(pipe, config.deactivator(sae, edit_strength=edit_strength), config.model.layer, gate=gate,
+                       edit_negative_prompt=config.edit_negative_prompt)
 
 
-def erasure(pipe, config: ErasureConfig, sae: TopKSAE | None = None, *, gate: bool = True) -> ErasureHook:
+def erasure(pipe, config: ErasureConfig, sae: TopKSAE | None = None, *, gate: bool = True, edit_strength: float | None = None) -> ErasureHook:
     """Context manager form: ``with erasure(pipe, config): pipe(prompt=...)``."""
-    return apply_erasure(pipe, config, sae, gate=gate)
+    return apply_erasure(pipe, config, sae, gate=gate, edit_strength=edit_strength)
 
 
 # -- generation ------------------------------------------------------------------
@@ -279,7 +282,11 @@ def pipeline_fingerprint(pipe) -> str:
 
 
 class GenerationCache:
-    """PNG + JSON per result, keyed by everything that changes the image (the weights by :func:`pipeline_fingerprint`)."""
+    """PNG + JSON per result, keyed by everything that changes the image (the weights by :func:`pipeline_fingerprint`).
+
+    The JSON holds the meta and the SHA-256 of the PNG it was written with, and an entry whose PNG does not match is a
+    miss: each file is written atomically, but not the pair, so a writer killed between its two writes (or two writers
+    of one key interleaving) would otherwise pair one result's image with another's meta."""
 
     def __init__(self, folder: str | Path | None = None):
         self.folder = Path(folder or os.environ.get("ITD_CACHE_DIR", Path.home() / ".cache" / "itd-explorer")) / "generations"
@@ -294,18 +301,22 @@ class GenerationCache:
         if not (image_path.is_file() and meta_path.is_file()):
             return None
         try:
-            with Image.open(image_path) as image:
-                return image.copy(), json.loads(meta_path.read_text())
+            entry = json.loads(meta_path.read_text())
+            png = image_path.read_bytes()
+            if not (isinstance(entry, dict) and entry.get("png_sha256") == hashlib.sha256(png).hexdigest()
+                    and isinstance(entry.get("meta"), dict)):
+                return None  # half of an interrupted put, or an entry of an older version: regenerated
+            with Image.open(BytesIO(png)) as image:
+                return image.copy(), entry["meta"]
         except (OSError, ValueError):
             return None  # a damaged entry is regenerated
 
     def put(self, key: str, image: Image.Image, meta: dict) -> None:
-        from io import BytesIO
-
         buffer = BytesIO()
         image.save(buffer, format="PNG")
-        atomic_write_bytes(self.folder / f"{key}.png", buffer.getvalue())
-        atomic_write_text(self.folder / f"{key}.json", json.dumps(meta))
+        png = buffer.getvalue()
+        atomic_write_bytes(self.folder / f"{key}.png", png)
+        atomic_write_text(self.folder / f"{key}.json", json.dumps({"png_sha256": hashlib.sha256(png).hexdigest(), "meta": meta}))
 
 
 def generate_side_by_side(
@@ -319,16 +330,18 @@ def generate_side_by_side(
     model_id: str = "pipeline",
     cache: GenerationCache | None = None,
     gate: bool = True,
+    edit_strength: float | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> list[SideBySide]:
     """Each prompt with and without erasure, from the same seed and initial latents.
-    ``prompts`` and ``seeds`` pair up one to one. ``progress(done, total)`` counts denoising steps."""
+    ``prompts`` and ``seeds`` pair up one to one. ``progress(done, total)`` counts denoising steps.
+    ``edit_strength``: see :func:`apply_erasure`."""
     if len(prompts) != len(seeds):
         raise ItdError(f"{len(prompts)} prompts but {len(seeds)} seeds: give one seed per prompt")
     if not prompts:
         raise ItdError("no prompts to generate")
     size = settings.resolved_size(pipe)
-    config_hash = config.content_hash() + ("" if gate else ":ungated")
+    config_hash = config.content_hash() + ("" if gate else ":ungated") + ("" if edit_strength is None else f":edit{edit_strength!r}")
     model = f"{model_id}@{pipeline_fingerprint(pipe)}"  # the name alone would serve images of weights since replaced
     keys = [(GenerationCache.key(model, p, s, settings, size, None), GenerationCache.key(model, p, s, settings, size, config_hash)) for p, s in zip(prompts, seeds)]
     cached = [(cache.get(a), cache.get(b)) if cache else (None, None) for a, b in keys]
@@ -339,7 +352,7 @@ def generate_side_by_side(
         todo_prompts, todo_seeds = [prompts[i] for i in todo], [seeds[i] for i in todo]
         remove_erasure(pipe)
         originals = generate_images(pipe, todo_prompts, todo_seeds, settings, progress and (lambda done, _: progress(done, total)))
-        with apply_erasure(pipe, config, sae, gate=gate) as hook:
+        with apply_erasure(pipe, config, sae, gate=gate, edit_strength=edit_strength) as hook:
             erased = generate_images(pipe, todo_prompts, todo_seeds, settings, progress and (lambda done, _: progress(settings.steps + done, total)))
             decision = hook.calls[0]
             names = hook.concept_names
