@@ -423,8 +423,8 @@ def cmd_generate(args) -> None:
     from itd_core.erasure_config import ErasureConfig
     from itd_core.pipeline import GenerationCache, GenerationSettings, generate_side_by_side, side_by_side_image
 
-    if args.side_by_side and not args.erasure:
-        raise ItdError("--side-by-side needs --erasure erasure.json")
+    if (args.side_by_side or args.edit_strength is not None) and not args.erasure:
+        raise ItdError(f"{'--side-by-side' if args.side_by_side else '--edit-strength'} needs --erasure erasure.json")
     config = ErasureConfig.load(args.erasure) if args.erasure else None
     bundle = bundle_from_args(args)
     if config:
@@ -442,7 +442,7 @@ def cmd_generate(args) -> None:
         _save_images(images, output, scale=args.scale)
     else:
         pairs = generate_side_by_side(bundle.pipeline, config, bundle.sae, prompts, seeds, settings, model_id=bundle.model_id,
-                                      cache=None if args.no_cache else GenerationCache())
+                                      cache=None if args.no_cache else GenerationCache(), edit_strength=args.edit_strength)
         rows = [{"prompt": p.prompt, "seed": p.seed, "edited": p.edited, "scores": p.scores, "triggered": p.triggered, "identical": p.identical} for p in pairs]
         if args.side_by_side:
             _save_image(side_by_side_image(pairs, scale=args.scale), output)
@@ -607,6 +607,8 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--steps", type=int, default=20)
     generate.add_argument("--size", type=int, help="pixels (default: the model's)")
     generate.add_argument("--guidance", type=float, default=6.0)
+    generate.add_argument("--edit-strength", type=float, metavar="S",
+                          help="with --erasure: multiply the triggered concepts' features by S in the edit (the classifier keeps the config's strengths)")
     generate.add_argument("--side-by-side", action="store_true", help="original left, erased right")
     generate.add_argument("--scale", type=int, default=1, help="enlarge the saved image (nearest neighbour)")
     generate.add_argument("--no-cache", action="store_true")

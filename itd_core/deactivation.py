@@ -38,6 +38,7 @@ pairs whose latent belongs to some concept, so C concepts cost about as much as 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, get_args
@@ -103,7 +104,11 @@ class Deactivator:
     """Scores and edits layer activations for several concepts at once, vectorised over the batch."""
 
     def __init__(self, sae: TopKSAE, concepts: Sequence[ConceptFeatures], score_positions: ScorePositions = "all",
-                 edit_positions: EditPositions = "all", *, edit_output: EditOutput = "reconstruction", prompt_folding: PromptFolding = "none"):
+                 edit_positions: EditPositions = "all", *, edit_output: EditOutput = "reconstruction", prompt_folding: PromptFolding = "none",
+                 edit_strength: float | None = None):
+        """``edit_strength``: when given, the edit multiplies every applied feature by it instead of its own strength,
+        while the scores (and so the decisions against calibrated thresholds) keep the concepts' strengths: a preview
+        of a milder or stronger edit that needs no recalibration."""
         if not concepts:
             raise ItdError("no concepts to deactivate")
         if score_positions not in SCORE_POSITIONS:
@@ -120,6 +125,9 @@ class Deactivator:
         self.edit_positions = edit_positions
         self.edit_output = edit_output
         self.prompt_folding = prompt_folding
+        if edit_strength is not None and not math.isfinite(edit_strength):
+            raise ItdError(f"edit_strength must be a finite number, not {edit_strength!r}")
+        self.edit_strength = edit_strength
         device = sae.W_dec.device
         n = sae.n_latents
         all_ids = sorted({f for c in self.concepts for f in c.feature_ids})
@@ -285,7 +293,8 @@ class Deactivator:
             applies = triggered.T[:, hits.prompt] & self._listed[:, hits.union_slot]  # [C, H]
             first = applies.float().argmax(dim=0)  # first applicable concept per hit
             applied = applies.any(0)
-            strength = torch.where(applied, self._strength[first, hits.union_slot], torch.ones_like(hits.value))
+            own = self._strength[first, hits.union_slot] if self.edit_strength is None else torch.full_like(hits.value, self.edit_strength)
+            strength = torch.where(applied, own, torch.ones_like(hits.value))
             deltas, tokens = self._concept_deltas(hits, ((strength - 1.0) * hits.value).unsqueeze(0), batch * positions)
             deltas = deltas[0]
         original = activations[:, 1:].reshape(batch * positions, d)

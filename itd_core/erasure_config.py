@@ -234,12 +234,13 @@ class ErasureConfig(_Strict):
             raise ItdError(f"SAE fingerprint mismatch: the config expects sae.sha256={self.sae.sha256[:12]}…, "
                            f"the loaded SAE has {sae.fingerprint[:12]}… (a different or retrained SAE)")
 
-    def deactivator(self, sae: TopKSAE) -> Deactivator:
+    def deactivator(self, sae: TopKSAE, *, edit_strength: float | None = None) -> Deactivator:
+        """The engine's classifier and edit for this config (``edit_strength``: see :class:`Deactivator`)."""
         self.check_sae(sae)
         if not self.concepts:
             raise ItdError("the erasure config has no concepts")
         return Deactivator(sae, [c.to_concept_features() for c in self.concepts], self.score_positions, self.edit_positions,
-                           edit_output=self.edit_output, prompt_folding=self.prompt_folding)
+                           edit_output=self.edit_output, prompt_folding=self.prompt_folding, edit_strength=edit_strength)
 
     @property
     def method(self) -> dict:

@@ -42,6 +42,13 @@ size = common.keep("itd.preview.size", c3.selectbox("Size (px)", sizes, key=comm
                                                     help="CPU-friendly default: the model's own size up to 256 px"))
 guidance = common.keep("itd.preview.guidance", c4.slider("Guidance", 1.0, 12.0, step=0.5, key=common.remember("itd.preview.guidance", 6.0)))
 scheduler = common.keep("itd.preview.scheduler", c5.selectbox("Scheduler", list(logic.SCHEDULERS), key=common.remember("itd.preview.scheduler", "model default")))
+strengths = ["as in the set", -0.5, -1.0, -2.0, -3.0, -4.0, -6.0, -8.0, 0.0]
+edit_strength = common.keep("itd.preview.strength", st.select_slider(
+    "Edit strength", strengths, key=common.remember("itd.preview.strength", strengths[0]),
+    format_func=lambda s: s if isinstance(s, str) else f"{s:g}",
+    help="multiplies the triggered concepts' features in the edit (0 switches them off, negative values push against them). "
+         "The classifier keeps the set's strengths and thresholds: no recalibration needed"))
+edit_strength = None if isinstance(edit_strength, str) else float(edit_strength)
 gate = common.keep("itd.preview.gate", st.checkbox("Use the ItD classifier (untick: deactivate on every prompt, as plain SAE steering does)",
                                                    key=common.remember("itd.preview.gate", True)))
 
@@ -67,15 +74,15 @@ if run:
                     bar = st.progress(0.0, text=label)
                     pair = generate_side_by_side(
                         pipe, config, loaded.sae, [prompt], [seed], settings, model_id=logic.generation_model_id(loaded.model_id, scheduler),
-                        cache=cache, gate=gate, progress=lambda done, total, b=bar, t=label: b.progress(min(done / total, 1.0), text=t),
+                        cache=cache, gate=gate, edit_strength=edit_strength, progress=lambda done, total, b=bar, t=label: b.progress(min(done / total, 1.0), text=t),
                     )[0]
                     bar.progress(1.0, text=f"{label} · {'from cache' if pair.from_cache else 'done'}")
                     results.append(pair)
-        st.session_state[K_RESULTS] = {"key": key, "config": config.content_hash(), "settings": repr((settings, scheduler, gate)), "pairs": results}
+        st.session_state[K_RESULTS] = {"key": key, "config": config.content_hash(), "settings": repr((settings, scheduler, gate, edit_strength)), "pairs": results}
 
 stored = st.session_state.get(K_RESULTS)
 if stored and stored["key"] == key:
-    if stored["config"] != config.content_hash() or stored["settings"] != repr((settings, scheduler, gate)):
+    if stored["config"] != config.content_hash() or stored["settings"] != repr((settings, scheduler, gate, edit_strength)):
         st.info("The set or the settings changed since these images were made: press Generate to update (cached images come back at once).")
     pairs = stored["pairs"]
     scale = max(1, 192 // pairs[0].original.width)

@@ -194,3 +194,27 @@ def test_the_public_code_path_takes_the_engines_decisions_and_edits(sae, activat
     torch.testing.assert_close(public_scores, result.scores, rtol=1e-5, atol=1e-6)
     assert torch.equal(triggered, result.triggered)
     torch.testing.assert_close(output, result.activations, rtol=1e-5, atol=1e-5)
+
+
+def test_an_edit_strength_changes_the_edit_and_never_the_decisions(sae, activations):
+    """A preview strength (the app's Preview, ``itd generate --edit-strength``) needs no recalibration: the scores
+    and so the decisions are those of the config's strengths; only the edit uses the override."""
+    scores = Deactivator(sae, _concepts(sae, activations)).scores(activations)
+    concepts = _concepts(sae, activations, thresholds=(0.99 * float(scores[0, 0]), float("inf")))
+    own = Deactivator(sae, concepts, edit_output="residual").apply(activations)
+    milder = Deactivator(sae, concepts, edit_output="residual", edit_strength=-1.0).apply(activations)
+    torch.testing.assert_close(milder.scores, own.scores, rtol=0, atol=0)
+    assert milder.triggered.tolist() == own.triggered.tolist()
+    assert not milder.triggered[:, 1].any()
+    code = sae.encode(activations[:, 1:])
+    for b in range(len(activations)):  # x_t + (S - 1) z_f d_f over the triggered (first) concept's features
+        expected = activations[b].clone()
+        if milder.edited[b]:
+            for t in range(activations.shape[1] - 1):
+                for f, z in zip(code.indices[b, t].tolist(), code.values[b, t].tolist()):
+                    if f in concepts[0].feature_ids:
+                        expected[t + 1] += (-1.0 - 1.0) * z * sae.W_dec[f]
+        torch.testing.assert_close(milder.activations[b], expected, rtol=1e-5, atol=1e-5)
+    assert not torch.equal(milder.activations, own.activations)
+    with pytest.raises(ItdError, match="edit_strength"):
+        Deactivator(sae, concepts, edit_strength=float("nan"))
