@@ -23,6 +23,9 @@ import streamlit as st  # noqa: E402
 from pages import common  # noqa: E402
 
 st.set_page_config(page_title="ItD Explorer", page_icon=":material/cleaning_services:", layout="wide")
+# Multiselect chips show their whole text: Streamlit cuts them after a few words, and prompt-set names are longer.
+st.html("<style>.stMultiSelect [data-baseweb='tag'] {max-width: none; height: auto;} "
+        ".stMultiSelect [data-baseweb='tag'] span {max-width: none; white-space: normal; overflow: visible;}</style>")
 
 PAGES = {
     "Explore": [
@@ -67,6 +70,9 @@ navigation = st.navigation(PAGES)
 with st.sidebar:
     common.bundle_form("sb")
     bundle_status()  # loads the bundle once per process (a spinner here), then every page finds it cached
+loaded = common.try_bundle()
+if loaded is not None:
+    common.prepare_index(loaded)
 st.session_state[common.K_FRAME] = True
 try:
     navigation.run()

@@ -10,6 +10,7 @@ and ``handle.message`` says why, so that pages show it and offer to build instea
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,12 +44,31 @@ class IndexHandle:
         return "" if self.has_stats else NOT_BUILT
 
     def labels(self) -> dict[int, str]:
+        """Hand labels ({} without an index, or when its store cannot be read)."""
         if self.index is None:
             return {}
         try:
             return dict(self.index.labels.all())
-        except Exception:  # noqa: BLE001 - labels are decoration; never break a page for them
+        except (ItdError, sqlite3.Error, OSError):  # labels are decoration; a damaged store must not break a page
             return {}
+
+    def auto_labels(self) -> dict:
+        """Automatic labels, feature -> :class:`feature_index.auto_labels.AutoLabel` ({} when they cannot be made)."""
+        if self.index is None:
+            return {}
+        try:
+            return self.index.auto_labels()
+        except (ItdError, sqlite3.Error, OSError):
+            return {}
+
+    def display_labels(self) -> dict[int, str]:
+        """Hand labels over automatic ones, marked "(auto)" (:mod:`feature_index.auto_labels`)."""
+        if self.index is None:
+            return {}
+        try:
+            return self.index.display_labels()
+        except (ItdError, sqlite3.Error, OSError):
+            return self.labels()
 
 
 def stamp(folder: str | Path) -> str:
@@ -83,7 +103,7 @@ def open_index(bundle) -> IndexHandle:
         return IndexHandle(None, f"the feature index cannot be opened ({type(error).__name__}: {error})")
 
 
-STAGES = {"tokenize": "tokenizing the corpus", "statistics": "corpus statistics", "finalize": "writing statistics",
+STAGES = {"labels": "automatic feature labels", "tokenize": "tokenizing the corpus", "statistics": "corpus statistics", "finalize": "writing statistics",
           "faiss": "FAISS index of decoder directions", "map": "feature map", "pca": "feature map (PCA)", "umap": "feature map (UMAP)"}
 
 

@@ -123,7 +123,8 @@ def cmd_index_top_examples(args) -> None:
     examples = index.top_examples(feature, k)
     document = {"feature": feature, "stats": stats.model_dump(), "examples": [e.model_dump() for e in examples]}
     mean = f"{stats.mean_activation:.3f}" if stats.mean_activation is not None else "-"
-    lines = [f"feature {feature}" + (f" ({stats.label})" if stats.label else "") +
+    named = stats.label or (stats.auto_label.describe() if stats.auto_label else "")
+    lines = [f"feature {feature}" + (f" ({named})" if named else "") +
              f": fires on {100 * stats.frequency:.3f}% of tokens, {100 * stats.prompt_frequency:.1f}% of prompts; max {stats.max_activation:.3f}, mean {mean}"]
     for e in examples:
         lines.append(f"{e.value:8.3f}  #{e.prompt_index:<6} {e.left[-40:]:>40} [{e.pieces[e.peak].strip()}]{e.right[:40]}")

@@ -11,15 +11,15 @@ import numpy as np
 import torch
 from pydantic import BaseModel, Field
 
-from itd_core.concept import DEFAULT_TOP_N, PromptProfile, peak_activations
-from itd_core.errors import ItdError
-
+from feature_index.auto_labels import AutoLabel, attribute_labels, display_label, labels_key, load_labels, merge, save_labels, token_labels
 from feature_index.faiss_index import FLAT_MAX_FEATURES, RERANK_FACTOR, DecoderIndex, DimensionError, as_queries, choose_factory, index_bytes
 from feature_index.feature_map import FeatureMap, Method, compute_feature_map, load_feature_map, map_params, save_feature_map
 from feature_index.layout import default_index_dir, init_index_folder, read_json, update_index_json
 from feature_index.search import PROFILES_DIR, ConceptSearchResult, RetainProfileCache, TextHit, concept_search, search_text
 from feature_index.stats import DEFAULT_TOP_K, BuildReport, CorpusStats, Example, FeatureStatistics, Progress, build_statistics
 from feature_index.store import STORE_FILE, FeatureList, FeatureStore, Label
+from itd_core.concept import DEFAULT_TOP_N, PromptProfile, peak_activations
+from itd_core.errors import ItdError
 
 STATS_DIR = "stats"
 
@@ -32,6 +32,7 @@ class Neighbor(BaseModel):
 
 class FeatureReport(FeatureStatistics):
     label: str | None = None
+    auto_label: AutoLabel | None = None
 
 
 class IndexBuildReport(BaseModel):
@@ -131,6 +132,7 @@ class FeatureIndex:
         self._decoder: np.ndarray | None = None
         self._norms: np.ndarray | None = None
         self._profiles: RetainProfileCache | None = None
+        self._auto_labels: dict[int, AutoLabel] | None = None
 
     # ------------------------------------------------------------------ opening and building
     @classmethod
@@ -167,10 +169,14 @@ class FeatureIndex:
         with self._lock:
             self.document = update_index_json(self.folder, stats=Path(report.folder).name)
             self._stats = None
+            self._auto_labels = None
         faiss_info = self.ensure_decoder_index(factory=faiss_factory, rebuild_if_damaged=True, progress=progress)
         map_info = None
         if feature_map != "none":
             map_info = self.feature_map(method=feature_map, compute=True, progress=progress).info()
+        if progress:
+            progress("labels", 0, 1)
+        self.auto_labels()
         return IndexBuildReport(folder=str(self.folder), stats=report, faiss=faiss_info, feature_map=map_info)
 
     def available_stats(self) -> list[dict]:
@@ -189,6 +195,7 @@ class FeatureIndex:
         with self._lock:
             self.document = update_index_json(self.folder, stats=name)
             self._stats = None
+            self._auto_labels = None
 
     @property
     def has_stats(self) -> bool:
@@ -205,6 +212,37 @@ class FeatureIndex:
                 self._stats = CorpusStats.open(self.folder / STATS_DIR / name, self.fingerprint, self.n_features)
             return self._stats
 
+    # ------------------------------------------------------------------ automatic labels
+    def auto_labels(self) -> dict[int, AutoLabel]:
+        """Every feature's automatic label (:mod:`feature_index.auto_labels`): from the corpus statistics' top
+        tokens when built, and from the bundle's attribute prompts when it has some (the demo). Computed once and
+        kept in the index folder (in memory only when the folder is read-only)."""
+        with self._lock:
+            if self._auto_labels is None:
+                stats_name = self.document.get("stats") if self.has_stats else None
+                extras = getattr(self.bundle, "extras", None)
+                provider = extras.attribute_prompts if extras is not None else None
+                prompts, attributes = provider() if provider else ((), ())
+                key = labels_key(self.fingerprint, stats_name, prompts)
+                labels = load_labels(self.folder, key)
+                if labels is None:
+                    tokens = token_labels(self.corpus_stats) if stats_name else {}
+                    found = attribute_labels(self.bundle.adapter, self.bundle.sae, prompts, attributes) if prompts else {}
+                    labels = merge(tokens, found)
+                    try:
+                        save_labels(self.folder, key, labels)
+                    except ItdError:
+                        pass  # a read-only index: the labels live in memory for this session
+                self._auto_labels = labels
+            return self._auto_labels
+
+    def display_labels(self, features: Iterable[int] | None = None) -> dict[int, str]:
+        """What to show for each feature: its hand label, else its automatic label marked "(auto)"."""
+        auto = self.auto_labels()
+        hand = self.labels.all() if features is None else self.labels.of(features)
+        wanted = set(auto) | set(hand) if features is None else set(features)
+        return {f: text for f in wanted if (text := display_label(f, hand, auto))}
+
     # ------------------------------------------------------------------ per-feature data
     def check_feature(self, feature) -> int:
         return self.store.check_feature(feature)
@@ -213,7 +251,7 @@ class FeatureIndex:
         """Frequency, max/mean activation, histogram, top tokens and label of a feature."""
         feature_id = self.check_feature(feature_id)
         base = self.corpus_stats.feature(feature_id)
-        return FeatureReport(**base.model_dump(), label=self.store.label(feature_id))
+        return FeatureReport(**base.model_dump(), label=self.store.label(feature_id), auto_label=self.auto_labels().get(feature_id))
 
     def top_examples(self, feature_id: int, k: int = DEFAULT_TOP_K) -> list[Example]:
         """The corpus prompts where the feature peaks highest (one per prompt), with the peak token and context."""
@@ -356,8 +394,9 @@ class FeatureIndex:
                               templates=templates, name=name, stats=stats, label_lookup=self.store.labels, rank_by=rank_by)
 
     def search_text(self, query: str, limit: int = 50) -> list[TextHit]:
-        """Features whose label contains ``query`` or whose top examples peak on one of its words."""
-        return search_text(query, store=self.store, stats=self.corpus_stats if self.has_stats else None, limit=limit)
+        """Features whose label (hand or automatic) contains ``query`` or whose top examples peak on one of its words."""
+        return search_text(query, store=self.store, stats=self.corpus_stats if self.has_stats else None, limit=limit,
+                           auto_labels=self.auto_labels())
 
     @torch.no_grad()
     def concept_activations(self, prompts: Sequence[str]) -> np.ndarray:

@@ -31,14 +31,14 @@ import numpy as np
 import torch
 from pydantic import BaseModel, Field
 
+from feature_index.auto_labels import AUTO_MARK
+from feature_index.layout import check_fingerprint
+from feature_index.tokens import normalize_token
 from itd_core.concept import DEFAULT_TOP_N, ConceptSelection, FeatureEvidence, PromptProfile, select_concept
 from itd_core.encoders import TextEncoderAdapter
 from itd_core.errors import ItdError
 from itd_core.prompts import expand_templates, prompts_hash
 from itd_core.sae import TopKSAE
-
-from feature_index.layout import check_fingerprint
-from feature_index.tokens import normalize_token
 
 PROFILES_DIR = "profiles"
 DEFAULT_TEMPLATES = ("{}", "a photo of {}", "a painting of {}", "a portrait of {}", "an image of {}")
@@ -240,7 +240,7 @@ def concept_search(
 class TextHit(BaseModel):
     feature: int
     score: float = Field(description="label match: 2 (+1 exact); token match: matched query words / words + top-example share")
-    matched: list[str] = Field(description="'label' and/or 'tokens'")
+    matched: list[str] = Field(description="'label', 'auto label' and/or 'tokens'")
     label: str | None = None
     tokens: list[str] = Field(default_factory=list, description="top tokens/words of the feature that matched")
     examples_matched: int = Field(0, description="top examples peaking on a matching token or word")
@@ -324,8 +324,9 @@ def search_tokens(stats, query: str, limit: int = 100) -> list[TextHit]:
             for f, i in zip(chosen.tolist(), order.tolist())]
 
 
-def search_text(query: str, *, store=None, stats=None, limit: int = 50) -> list[TextHit]:
-    """Label matches first (exact label first), then top-token matches; a feature found both ways adds up."""
+def search_text(query: str, *, store=None, stats=None, limit: int = 50, auto_labels: dict | None = None) -> list[TextHit]:
+    """Hand-label matches first (exact label first), then automatic labels (:mod:`feature_index.auto_labels`)
+    containing the query, then top-token matches; a feature found several ways adds up."""
     query = str(query).strip()
     if not query:
         raise ItdError("the search query is empty")
@@ -334,6 +335,10 @@ def search_text(query: str, *, store=None, stats=None, limit: int = 50) -> list[
         for feature, label in store.search_labels(query, limit=limit * 2):
             exact = label.strip().lower() == query.lower()
             hits[feature] = TextHit(feature=feature, score=2.0 + (1.0 if exact else 0.0), matched=["label"], label=label)
+    needle = query.casefold()
+    for feature, auto in (auto_labels or {}).items():
+        if feature not in hits and needle in f"{auto.text} {auto.detail or ''}".casefold():
+            hits[feature] = TextHit(feature=feature, score=1.0 + auto.precision, matched=["auto label"], label=f"{auto.text} {AUTO_MARK}")
     for hit in search_tokens(stats, query, limit=limit * 2):
         if hit.feature in hits:
             existing = hits[hit.feature]

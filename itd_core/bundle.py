@@ -15,6 +15,8 @@ layer (see :mod:`itd_core.pipeline`) acts on ``pipe(prompt=...)`` too.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -28,6 +30,18 @@ from itd_core.sae import TopKSAE
 
 DEMO = "demo"
 PAPER_CLIP_LAYER = "text_model.encoder.layers.8"
+
+
+@dataclass(frozen=True)
+class BundleExtras:
+    """What a bundle's provider offers beyond the model and the SAE; every field is optional.
+
+    * ``index_corpus()``: prompts small enough to build the feature index over when the app first opens;
+    * ``attribute_prompts()``: prompts and, for each, the attributes it names (``{"colour: red"}``), from which
+      :mod:`feature_index.auto_labels` labels features by what they predict."""
+
+    index_corpus: Callable[[], list[str]] | None = None
+    attribute_prompts: Callable[[], tuple[list[str], list[set[str]]]] | None = None
 
 
 class BundleSpec(BaseModel):
@@ -117,7 +131,8 @@ def sae_location(sae: str, subfolder: str | None = None) -> Path:
 class ModelBundle:
     """Text encoder + hooked layer + SAE (+ the pipeline on demand)."""
 
-    def __init__(self, spec: BundleSpec, adapter: TextEncoderAdapter, sae: TopKSAE, model_path: Path | None, sae_path: Path, sae_format: str):
+    def __init__(self, spec: BundleSpec, adapter: TextEncoderAdapter, sae: TopKSAE, model_path: Path | None, sae_path: Path, sae_format: str,
+                 extras: BundleExtras = BundleExtras()):
         if sae.d_model != adapter.d_model:
             raise ItdError(f"SAE width {sae.d_model} does not match the width of layer {adapter.layer_name} ({adapter.d_model})")
         self.spec = spec
@@ -126,6 +141,7 @@ class ModelBundle:
         self.model_path = model_path
         self.sae_path = sae_path
         self.sae_format = sae_format
+        self.extras = extras
 
     @classmethod
     def load(cls, spec: BundleSpec | None = None, **overrides) -> "ModelBundle":
@@ -138,7 +154,12 @@ class ModelBundle:
         sae_path = sae_location(spec.sae or DEMO, spec.sae_subfolder)
         sae_format = detect_format(sae_path) if spec.sae_format == "auto" else spec.sae_format
         sae = load_sae(sae_path, format=sae_format, dtype=parse_dtype(spec.dtype), device=spec.device)
-        return cls(spec, adapter, sae, model_path, sae_path, sae_format)
+        extras = BundleExtras()
+        if spec.is_demo:
+            from shapesworld import demo
+
+            extras = demo.extras()
+        return cls(spec, adapter, sae, model_path, sae_path, sae_format, extras)
 
     @property
     def fingerprint(self) -> str:

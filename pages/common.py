@@ -138,8 +138,13 @@ def apply_spec(spec: BundleSpec) -> None:
     st.session_state.pop(K_SET, None)
 
 
+_BUNDLE_FORMS = ("sb", "home")  # the sidebar's, and the Model & SAE page's
+_BUNDLE_FIELDS = ("model", "sae", "subfolder", "format", "layer", "device", "dtype")
+
+
 def bundle_form(prefix: str, *, expanded: bool = False) -> None:
-    """Model & SAE: what to load, applied on 'Load' (in the sidebar on every page, and on the Model & SAE page)."""
+    """Model & SAE: what to load, applied on 'Load' (in the sidebar on every page, and on the Model & SAE page).
+    After a Load, both forms show what was applied (their typed values are dropped), so that they never disagree."""
     from app_support.settings import DTYPES, SAE_FORMATS, spec_from_form
 
     spec = current_spec()
@@ -161,6 +166,9 @@ def bundle_form(prefix: str, *, expanded: bool = False) -> None:
             except ItdError as error:
                 st.error(str(error))
             else:
+                for form in _BUNDLE_FORMS:
+                    for field in _BUNDLE_FIELDS:
+                        st.session_state.pop(f"w.{form}.{field}", None)
                 st.rerun()  # so that the sidebar and the page both show the new bundle
 
 
@@ -264,7 +272,7 @@ def change_set(loaded, change: Callable[[ErasureConfig], ErasureConfig], message
 
 
 def labels(loaded) -> dict[int, str]:
-    """Feature labels: the feature index's, then the current set's."""
+    """Hand labels of features: the feature index's, then the current set's (what a set copies when it adds a feature)."""
     out: dict[int, str] = {}
     try:
         out.update(set_ops.labels(current_set(loaded)[1]))
@@ -272,6 +280,33 @@ def labels(loaded) -> dict[int, str]:
         pass
     out.update(feature_index(loaded).labels())
     return out
+
+
+def display_labels(loaded) -> dict[int, str]:
+    """What to show beside a feature id: its hand label, else its automatic label marked "(auto)"."""
+    return {**feature_index(loaded).display_labels(), **labels(loaded)}
+
+
+def prepare_index(loaded) -> None:
+    """The first time the app opens a bundle whose provider offers an index corpus (the demo), build its feature index
+    there and then, with progress, so that the dashboard, the map and the labels are ready. Other bundles keep the
+    build box on the pages (the user picks the corpus)."""
+    from app_support import index_access
+
+    corpus = loaded.extras.index_corpus
+    failed_key = f"itd.index.prepare_failed.{bundle_key(loaded)}"
+    if corpus is None or st.session_state.get(failed_key):
+        return
+    handle = feature_index(loaded)
+    if handle.index is None or handle.has_stats:
+        return
+    bar = st.progress(0.0, text="Preparing the feature index of this model (first start only; about 20 s)…")
+    st.session_state[failed_key] = True  # a build that fails says so once, then the pages offer the build box
+    with guard():
+        with using(loaded):
+            index_access.build(handle, corpus(), lambda text, fraction: bar.progress(min(max(fraction, 0.0), 1.0), text=f"Preparing the feature index: {text}"))
+        st.session_state.pop(failed_key)
+    bar.empty()
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)

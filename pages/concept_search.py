@@ -85,6 +85,7 @@ selection = stored["selection"]
 features = selection["features"]
 feature_ids = [f["id"] for f in features]
 names = common.labels(loaded)
+shown = common.display_labels(loaded)
 st.subheader(f"Features for {selection['name']!r}")
 m1, m2, m3, m4 = st.columns(4)
 m1.metric("Concept prompts", len(selection["prompts"]))
@@ -98,7 +99,7 @@ if not features:
 rows = []
 for f in features:
     row = {
-        "feature": f["id"], "label": names.get(f["id"]) or f.get("label") or "",
+        "feature": f["id"], "label": shown.get(f["id"]) or f.get("label") or "",
         "prompts with it in top-N": f"{f['concept_hits']}/{len(selection['prompts'])}",
         "max act.": round(f["max_activation"], 3), "mean peak act.": round(f["mean_activation"], 3),
         "retain fire rate": round(f["retain_fire_rate"], 3), "peaks on": ", ".join(f["peak_tokens"]),

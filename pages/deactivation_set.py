@@ -65,18 +65,21 @@ else:
     st.dataframe(set_ops.summary(config), hide_index=True)
 
 # ------------------------------------------------------------------ concepts
+automatic = common.feature_index(loaded).auto_labels() if config.concepts else {}
 for index, concept in enumerate(config.concepts):
     digest = hashlib.sha256(concept.model_dump_json().encode()).hexdigest()[:10]
     threshold = ("not calibrated (Classifier calibration page)" if concept.threshold is None else
                  f"threshold {concept.threshold:.6g}" + (f" ({concept.calibration.rule} rule)" if concept.calibration else ""))
     with st.expander(f"**{concept.name}** · {len(concept.features)} feature(s) · {threshold}", expanded=index == 0):
-        rows = [{"id": f.id, "strength": f.strength, "label": f.label, "remove": False} for f in concept.features]
+        rows = [{"id": f.id, "strength": f.strength, "label": f.label, "automatic label": automatic[f.id].text if f.id in automatic else "", "remove": False}
+                for f in concept.features]
         edited = st.data_editor(
             rows, key=f"set.editor.{index}.{digest}", hide_index=True, num_rows="fixed",
             column_config={
                 "id": st.column_config.NumberColumn("feature", disabled=True),
                 "strength": st.column_config.NumberColumn("strength", step=0.5, help="multiplies the feature's activation (paper: -8)"),
-                "label": st.column_config.TextColumn("label"),
+                "label": st.column_config.TextColumn("label", help="yours; it overrides the automatic label"),
+                "automatic label": st.column_config.TextColumn("automatic label", disabled=True, help="from the feature index: top tokens, or on the demo the world attribute the feature predicts"),
                 "remove": st.column_config.CheckboxColumn("remove"),
             },
         )

@@ -47,12 +47,15 @@ if step_next.button("next", icon=":material/chevron_right:", disabled=feature >=
 
 set_name, config = common.current_set(loaded)
 names = common.labels(loaded)
+shown = common.display_labels(loaded)
 in_concepts = set_ops.concepts_of(config, feature)
 
 # ------------------------------------------------------------------ label
-st.subheader(common.feature_name(feature, names))
+st.subheader(common.feature_name(feature, shown))
+auto = handle.auto_labels().get(feature)
 l1, l2 = st.columns([4, 1])
-label = l1.text_input("Label", value=names.get(feature, ""), key=f"w.dash.label.{feature}", placeholder="what does it respond to?")
+label = l1.text_input("Label", value=names.get(feature, ""), key=f"w.dash.label.{feature}", placeholder=auto.text if auto else "what does it respond to?",
+                      help="your label overrides the automatic one")
 l2.write("")
 if l2.button("Save label", disabled=label.strip() == names.get(feature, ""), key="dash.save_label"):
     with common.guard():
@@ -67,6 +70,9 @@ if l2.button("Save label", disabled=label.strip() == names.get(feature, ""), key
             raise ItdError("labels are kept in the feature index or in a set: add the feature to the set first")
         common.flash(f"label of #{feature} saved ({', '.join(saved_where)})")
         st.rerun()
+if auto is not None:
+    st.caption(f"Automatic label: {auto.describe()}" + (f" · top tokens: {auto.detail}" if auto.detail else "")
+               + (" · overridden by your label" if names.get(feature) else ""))
 st.caption(f"In set {set_name!r}: " + (", ".join(map(repr, in_concepts)) if in_concepts else "no"))
 
 # ------------------------------------------------------------------ statistics
@@ -120,7 +126,7 @@ with sim_col:
             st.caption("nearest decoder directions (cosine, FAISS)")
             for neighbour in neighbours:
                 b1, b2 = st.columns([3, 1])
-                b1.write(f"{common.feature_name(neighbour.id, names)} · cos {neighbour.cosine:.3f}")
+                b1.write(f"{common.feature_name(neighbour.id, shown)} · cos {neighbour.cosine:.3f}")
                 if b2.button("open", key=f"dash.sim.{neighbour.id}"):
                     common.open_feature(neighbour.id)
 with map_col:

@@ -44,6 +44,7 @@ if feature_map is None:
 
 set_name, config = common.current_set(loaded)
 names = common.labels(loaded)
+shown_labels = common.display_labels(loaded)
 n = feature_map.coords.shape[0]
 modes = ["deactivation set", "frequency", "concept activation", "feature list"]
 mode = common.keep("itd.map.mode", st.radio("Colour by", modes, horizontal=True, key=common.remember("itd.map.mode", modes[0])))
@@ -82,7 +83,7 @@ if n > MAX_POINTS:
     rng = np.random.default_rng(0)
     shown = np.union1d(rng.choice(n, MAX_POINTS, replace=False), np.flatnonzero(colour > 0))
 coords = feature_map.coords[shown]
-hover = [common.feature_name(int(f), names) for f in shown]
+hover = [common.feature_name(int(f), shown_labels) for f in shown]
 # Points drawn in order of their value, highest last: a member or an active feature is never hidden under the rest.
 order = np.argsort(colour[shown], kind="stable")
 coords, shown_sorted, hover = coords[order], shown[order], [hover[i] for i in order]
@@ -107,7 +108,7 @@ points = event.selection.points if event and event.selection else []
 selected = [int(p["customdata"]) if "customdata" in p else int(shown_sorted[p["point_index"]]) for p in points]
 if selected:
     st.subheader(f"{len(selected)} selected")
-    st.write(", ".join(common.feature_name(f, names) for f in selected[:50]) + (" …" if len(selected) > 50 else ""))
+    st.write(", ".join(common.feature_name(f, shown_labels) for f in selected[:50]) + (" …" if len(selected) > 50 else ""))
     s1, s2, s3 = st.columns(3)
     if s1.button("Open the first one's dashboard", key="map.open"):
         common.open_feature(selected[0])

@@ -38,7 +38,7 @@ if not prompts:
 
 with common.guard():
     inspections = common.inspect(loaded, key, tuple(prompts), padding)
-    names = common.labels(loaded)
+    names = common.display_labels(loaded)
     seen: list[int] = []
     tabs = st.tabs([f"{i + 1}. {p[:40]}" for i, p in enumerate(prompts)])
     for i, (tab, inspection) in enumerate(zip(tabs, inspections)):

@@ -153,6 +153,8 @@ class Journey:
 
     def clear_multiselect(self, label: str) -> None:
         widget = self.page.get_by_test_id("stMultiSelect").filter(has=self.page.get_by_text(label, exact=True))
+        cut = widget.locator("[data-baseweb='tag'] span").evaluate_all("spans => spans.filter(s => s.scrollWidth > s.clientWidth + 1).map(s => s.textContent)")
+        assert not cut, f"chips of {label!r} cut off: {cut}"
         clear = widget.get_by_role("button", name="Clear all")
         if clear.count():
             clear.click()
@@ -230,10 +232,12 @@ def test_journey_inspect_search_calibrate_preview_export_classify(server, browse
         page.mouse.up()  # a click on the centre of the first cell: the strongest feature
         page.get_by_role("heading", name="Feature dashboard").first.wait_for()
         app.idle()
-        if not (demo and UPDATING):  # the pictures for the README use the demo's default corpus (about a minute)
+        if demo:  # built when the app first opened (pages.common.prepare_index), with automatic labels
+            app.see("Automatic label:")
+        else:
             app.clear_multiselect("Corpus (prompt sets)")
             app.fill_area("More corpus prompts (one per line)", "\n".join(corpus))
-        app.click("Build the feature index")
+            app.click("Build the feature index")
         app.see("Top activating examples", timeout=300_000)
         app.shot("feature-dashboard")
         app.go("Feature map")

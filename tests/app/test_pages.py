@@ -77,7 +77,7 @@ def test_a_wrong_path_is_a_message_not_a_trace(app, tmp_path, form, monkeypatch)
     assert any("Not loaded" in e.value for e in app.sidebar.error)
     go(app, "token_inspector")
     assert not app.exception and any("No model loaded" in e.value for e in app.error)
-    app.text_input(key="w.sb.model").input(str(tmp_path / "missing"))
+    assert app.text_input(key="w.sb.model").value == str(tmp_path / "missing"), "both forms show what was applied"
     app.text_input(key="w.sb.sae").input("")
     app.button(key="FormSubmitter:bundle.sb-Load").click().run()
     assert any("an SAE is needed" in e.value for e in app.sidebar.error)
@@ -109,6 +109,12 @@ def test_the_demo_is_the_default(monkeypatch, app_env):
     assert at.sidebar.text_input(key="w.sb.model").value == "demo"
     if demo_ready(generation=False):
         assert not at.error and any("ShapesWorld demo" in s.value for s in at.sidebar.success)
+        # The demo's feature index was built on this first open (#15: a ready dashboard), automatic labels included.
+        from feature_index import FeatureIndex
+        from itd_core.bundle import load_bundle
+
+        index = FeatureIndex.open(load_bundle("demo"), next((app_env / "index").iterdir()))
+        assert index.has_stats and any(label.text.startswith("character: ") for label in index.auto_labels().values())
     else:  # until the demo's assets are all there, their absence is a message on the page
         assert any("ShapesWorld" in e.value for e in at.error)
 
