@@ -123,6 +123,8 @@ def main(argv=None) -> int:
                 settle()
                 started = time.perf_counter()
                 page.get_by_role("button", name="Generate").first.click()
+                for prompt in PROMPTS:  # the results of this click: each row names its prompt and the new seed
+                    page.get_by_text(f"{prompt} · seed {100 + click}").first.wait_for()
                 page.get_by_role("button", name="Download the side-by-side grid (PNG)").wait_for()
                 settle()
                 if click:
