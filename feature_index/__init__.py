@@ -60,7 +60,7 @@ __all__ = ["FeatureIndex", "DimensionError"]
 
 
 def __getattr__(name: str):
-    # Lazy: `itd --help` imports feature_index.cli, which must not pull in torch/FAISS.
+    # Lazy: `itd --help` imports the package (through itd_cli.index_commands), which must not pull in torch/FAISS.
     if name == "FeatureIndex":
         from feature_index.index import FeatureIndex
 

@@ -28,7 +28,7 @@ def test_the_readme_has_cli_examples_for_every_command():
 def test_every_readme_cli_example_runs_as_written(tmp_path):
     (tmp_path / "examples").symlink_to(ROOT / "examples")
     for command in readme_commands():
-        argv = [sys.executable, "-m", "itd_core", *shlex.split(command)[1:]]
+        argv = [sys.executable, "-m", "itd_cli", *shlex.split(command)[1:]]
         result = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, f"{command}\n{result.stderr[-2000:]}"
         assert "Traceback" not in result.stderr, command

@@ -312,7 +312,7 @@ def test_journey_inspect_search_calibrate_preview_export_classify(server, browse
     # 8. The downloaded config erases the concept, and leaves the non-target alone.
     config = json.loads(config_path.read_text())
     assert config["concepts"][0]["name"] == concept and config["concepts"][0]["threshold"] is not None
-    result = subprocess.run([sys.executable, "-m", "itd_core", "classify", str(config_path), concept_prompts[0], "--json"],
+    result = subprocess.run([sys.executable, "-m", "itd_cli", "classify", str(config_path), concept_prompts[0], "--json"],
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     rows = json.loads(result.stdout)["prompts"]

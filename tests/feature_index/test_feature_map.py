@@ -35,7 +35,7 @@ def test_zero_rows_have_no_coordinates():
 
 
 def test_importing_the_package_does_not_import_umap():
-    code = "import sys, feature_index.index, feature_index.cli, feature_index.feature_map; print('umap' in sys.modules, 'numba' in sys.modules)"
+    code = "import sys, feature_index.index, itd_cli.index_commands, feature_index.feature_map; print('umap' in sys.modules, 'numba' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "False"]
 

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from itd_core.cli import main
+from itd_cli.main import main
 from shapesworld import world
 
 NAME = world.IDENTITIES[0]

@@ -51,7 +51,7 @@ def test_recommended_config_records_its_method_and_calibration(recommended):
 
 
 def test_itd_eval_images_on_given_files(recommended, tmp_path, capsys):
-    from itd_core.cli import main
+    from itd_cli.main import main
 
     path = recommended.save(tmp_path / "erasure.json")
     before = path.read_bytes()
@@ -73,7 +73,7 @@ def test_itd_eval_images_on_given_files(recommended, tmp_path, capsys):
 
 
 def test_itd_eval_images_refuses_what_the_detector_cannot_judge(recommended, tmp_path, capsys):
-    from itd_core.cli import main
+    from itd_cli.main import main
 
     config = recommended.model_copy(deep=True)
     config.concept(NAME).name = "a red circle"

@@ -1,6 +1,6 @@
 """``itd index ...``: build and query a feature index from the command line.
 
-Hooked into the ``itd`` parser by :func:`add_index_commands` (called from ``itd_core.cli.build_parser``).
+Hooked into the ``itd`` parser by :func:`add_index_commands` (called from :func:`itd_cli.main.build_parser`).
 Like every ``itd`` command: ``--json`` prints one JSON document on stdout, progress goes to stderr,
 bad input raises :class:`ItdError` (stderr, exit status 1).
 """
@@ -11,13 +11,11 @@ import json
 import sys
 from pathlib import Path
 
-from itd_core.cli import emit
+from itd_cli.common import add_bundle_options, add_json_option, bundle_from_args, emit
 from itd_core.errors import ItdError
 
 
 def _add_index_options(parser) -> None:
-    from itd_core.cli import add_bundle_options, add_json_option
-
     add_bundle_options(parser)
     parser.add_argument("--index-dir", help="the index folder (default: $ITD_INDEX_DIR/<SAE fingerprint[:16]>, "
                                             "ITD_INDEX_DIR defaulting to ~/.cache/itd-explorer/index)")
@@ -25,8 +23,6 @@ def _add_index_options(parser) -> None:
 
 
 def _open_index(args):
-    from itd_core.cli import bundle_from_args
-
     from feature_index.index import FeatureIndex
 
     return FeatureIndex.open(bundle_from_args(args), args.index_dir)

@@ -1,4 +1,5 @@
-"""The ``itd`` command line (also ``python -m itd_core``).
+"""The ``itd`` command line (also ``python -m itd_cli``): the engine's commands, and the parser that assembles them
+with the feature index's (:mod:`itd_cli.index_commands`).
 
 Every command takes ``--json`` and then prints exactly one JSON document on stdout; progress
 and warnings go to stderr; errors go to stderr with exit status 1 (2 for usage errors), and
@@ -13,72 +14,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from itd_cli.common import add_bundle_options, add_json_option, add_runtime_options, bundle_for_config, bundle_from_args, emit, report_truncation
 from itd_core.atomic import file_lock
 from itd_core.errors import ItdError
-
-# --------------------------------------------------------------------------- helpers
-
-
-def add_bundle_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("bundle")
-    group.add_argument("--bundle", default="demo", help="'demo' (ShapesWorld, shipped) or a diffusers folder / hub id (default: demo)")
-    group.add_argument("--sae", help="SAE folder or hub repo (needed unless --bundle demo)")
-    group.add_argument("--sae-subfolder", help="subfolder inside a hub repo (the paper's repo has one per checkpoint step)")
-    group.add_argument("--sae-format", default="auto", choices=["auto", "itd", "saelens", "native"])
-    group.add_argument("--layer", help="hooked layer: index or path (default: the demo's layer; 8 for CLIP)")
-    _add_runtime_options(group)
-
-
-def _add_runtime_options(parser) -> None:
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: cpu)")
-    parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="weights dtype (default: fp32)")
-
-
-def add_json_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="print one JSON document on stdout")
-
-
-def bundle_from_args(args):
-    from itd_core.bundle import BundleSpec, load_bundle
-
-    spec = BundleSpec(model=args.bundle, sae=args.sae, sae_subfolder=args.sae_subfolder, sae_format=args.sae_format,
-                      layer=args.layer, device=args.device, dtype=args.dtype)
-    return load_bundle(spec)
-
-
-def _bundle_for_config(config, args):
-    from itd_core.bundle import bundle_spec_for_config, load_bundle
-
-    bundle = load_bundle(bundle_spec_for_config(config, device=args.device, dtype=args.dtype))
-    bundle.check_config(config)
-    return bundle
-
-
-def _warn(message: str) -> None:
-    print(f"warning: {message}", file=sys.stderr)
-
-
-def _report_truncation(adapter, prompts: Sequence[str]) -> list[int]:
-    """Warn about prompts longer than the encoder's window; returns their indices."""
-    truncated = []
-    for start in range(0, len(prompts), 256):
-        batch = adapter.tokenize(prompts[start:start + 256])
-        truncated += [start + i for i, cut in enumerate(batch.truncated) if cut]
-    if truncated:
-        _warn(f"{len(truncated)} prompt(s) exceed {adapter.max_length} tokens and were truncated (first: {prompts[truncated[0]][:60]!r})")
-    return truncated
-
-
-def emit(args, document: dict, text: str) -> None:
-    if args.json:
-        try:
-            print(json.dumps(document, indent=2, default=str, allow_nan=False))  # strict JSON: no bare NaN/Infinity
-        except ValueError:
-            raise ItdError("the result holds a non-finite number (NaN or infinity), which JSON cannot carry; "
-                           "check the erasure config and the SAE") from None
-    else:
-        print(text)
-
 
 # --------------------------------------------------------------------------- sae
 
@@ -107,14 +45,13 @@ def cmd_sae_convert(args) -> None:
 
 
 def cmd_sae_train(args) -> None:
+    from itd_core.bundle import BundleSpec, load_adapter
     from itd_core.prompts import read_prompt_files
     from itd_core.training import TrainingConfig, train_sae_from_prompts
 
-    from itd_core.bundle import BundleSpec, load_adapter
-
     adapter, _ = load_adapter(BundleSpec(model=args.bundle, layer=args.layer, device=args.device, dtype=args.dtype))
     prompts = read_prompt_files(args.prompts)
-    _report_truncation(adapter, prompts)
+    report_truncation(adapter, prompts)
     config = TrainingConfig(n_latents=args.latents, k=args.k, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
                             **({"steps": args.steps} if args.steps else {}))
     sae, metrics = train_sae_from_prompts(adapter, prompts, args.output, config, cache_dir=args.cache_dir)
@@ -165,7 +102,7 @@ def _concept_select(args) -> None:
         bundle.check_config(existing)
     phrasings = _phrasings_wanted(args, config)
     generated, hard_negatives = _generated_sets(config, args.concept, args.kind, args) if phrasings else ([], [])
-    _report_truncation(bundle.adapter, prompts + retain)
+    report_truncation(bundle.adapter, prompts + retain)
     paper = not phrasings
     margin = args.retain_margin if args.retain_margin is not None else (None if paper else RECOMMENDED_RETAIN_MARGIN)
     min_share = args.min_share if args.min_share is not None else (0.0 if paper else RECOMMENDED_MIN_SHARE)
@@ -260,7 +197,7 @@ def _calibrate(args) -> None:
     target_fpr = args.fpr if args.fpr is not None else (RECOMMENDED_TARGET_FPR if rule == "phrasings" else DEFAULT_FPR)
     retain = read_prompt_files(args.retain)  # files first: a missing one is reported before any model loads
     target_file_prompts = read_prompt_files(args.target) if args.target else None
-    bundle = _bundle_for_config(config, args)
+    bundle = bundle_for_config(config, args)
     names = [args.concept] if args.concept else [c.name for c in config.concepts]
     deactivator = config.deactivator(bundle.sae)
     retain_scores = deactivator.score_prompts(bundle.adapter, retain)
@@ -295,8 +232,8 @@ def cmd_classify(args) -> None:
     if empty:
         raise ItdError(f"prompt {empty[0] + 1} is empty: give some text to classify")
     config = ErasureConfig.load(args.config)
-    bundle = _bundle_for_config(config, args)
-    truncated = set(_report_truncation(bundle.adapter, args.prompts))
+    bundle = bundle_for_config(config, args)
+    truncated = set(report_truncation(bundle.adapter, args.prompts))
     deactivator = config.deactivator(bundle.sae)
     thresholds = deactivator.threshold_tensor()
     score_table = deactivator.score_prompts(bundle.adapter, args.prompts)  # as the pipeline hook decides, folding included
@@ -330,7 +267,7 @@ def cmd_eval(args) -> None:
     if not args.retain:
         raise ItdError("eval needs --retain FILE (prompts the concepts must leave alone), or --images on the demo bundle")
     retain, targets = read_prompt_files(args.retain), (read_prompt_files(args.target) if args.target else None)  # before any model loads
-    bundle = _bundle_for_config(config, args)
+    bundle = bundle_for_config(config, args)
     deactivator = config.deactivator(bundle.sae)
     retain_scores = deactivator.score_prompts(bundle.adapter, retain)
     file_scores = deactivator.score_prompts(bundle.adapter, targets) if targets else None  # shared by all concepts
@@ -371,7 +308,7 @@ def _eval_images(config, args) -> None:
         items += [rb.Item(p, "retain", None, "file", seeds) for p in read_prompt_files(args.retain)]
     elif not args.target:
         items += [rb.Item(p, "retain", None, "retain", seeds) for p in rb.default_retain_prompts(names)]
-    bundle = _bundle_for_config(config, args)
+    bundle = bundle_for_config(config, args)
     print(f"eval --images: {sum(len(i.seeds) for i in items)} images per run, 2 runs (no erasure, erasure)", file=sys.stderr)
     baseline, reference = rb.run_items(bundle, items, None, steps=args.steps, guidance=args.guidance, progress=rb.EtaProgress("no erasure"))
     erased, _ = rb.run_items(bundle, items, config, steps=args.steps, guidance=args.guidance, reference=reference, progress=rb.EtaProgress("erasure"))
@@ -432,7 +369,7 @@ def cmd_generate(args) -> None:
     settings = GenerationSettings(steps=args.steps, size=args.size, guidance=args.guidance)
     prompts = args.prompt
     seeds = [args.seed + i for i in range(len(prompts))]
-    _report_truncation(bundle.adapter, prompts)
+    report_truncation(bundle.adapter, prompts)
     output = Path(args.output)
     if config is None:
         from itd_core.pipeline import generate_images
@@ -571,14 +508,14 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--score-positions", choices=list(SCORE_POSITIONS),
                            help="what the score averages over: every padded position (the paper's) or the prompt's own "
                                 "tokens; saved in the config (default: keep the config's, 'all' for a new one)")
-    _add_runtime_options(calibrate)
+    add_runtime_options(calibrate)
     add_json_option(calibrate)
     calibrate.set_defaults(handler=cmd_calibrate)
 
     classify = commands.add_parser("classify", help="which prompts an erasure config edits, with scores")
     classify.add_argument("config")
     classify.add_argument("prompts", nargs="+", metavar="PROMPT")
-    _add_runtime_options(classify)
+    add_runtime_options(classify)
     add_json_option(classify)
     classify.set_defaults(handler=cmd_classify)
 
@@ -595,7 +532,7 @@ def build_parser() -> argparse.ArgumentParser:
     images.add_argument("--per-family", type=int, default=1, help="generated prompts per attack family without --target (default: 1)")
     images.add_argument("--steps", type=int, default=20, help="denoising steps")
     images.add_argument("--guidance", type=float, default=6.0)
-    _add_runtime_options(evaluate)
+    add_runtime_options(evaluate)
     add_json_option(evaluate)
     evaluate.set_defaults(handler=cmd_eval)
 
@@ -616,8 +553,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_json_option(generate)
     generate.set_defaults(handler=cmd_generate)
 
-    # `itd index ...` lives in the feature_index package; this is the one place the CLI assembles both.
-    from feature_index.cli import add_index_commands
+    from itd_cli.index_commands import add_index_commands
 
     add_index_commands(commands)
     return parser

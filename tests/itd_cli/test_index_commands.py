@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from itd_core.cli import main
+from itd_cli.main import main
 from tests.feature_index.conftest import CORPUS, RETAIN
 
 

@@ -1,5 +1,5 @@
 import sys
 
-from itd_core.cli import main
+from itd_cli.main import main
 
 sys.exit(main())

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from itd_core.cli import main
+from itd_cli.main import main
 
 TARGET = ["A portrait of Tom Cruise", "Tom Cruise in an official photo", "An oil painting of Tom Cruise"]
 RETAIN = ["A portrait of Brad Pitt", "a cat on a mat", "a house by a lake", "Emma Stone in an official photo"]
@@ -135,7 +135,7 @@ def test_sae_info_and_convert(capsys, tmp_path, tiny_sae_dir):
 
 
 def test_list_options_accumulate_when_repeated():
-    from itd_core.cli import build_parser
+    from itd_cli.main import build_parser
 
     args = build_parser().parse_args(["generate", "--prompt", "a red circle", "--prompt", "a blue star", "a cat", "-o", "x.png"])
     assert args.prompt == ["a red circle", "a blue star", "a cat"], "a repeated --prompt must not drop the earlier ones"
@@ -177,7 +177,7 @@ def test_hub_id_not_cached_is_a_clear_error(capsys, tmp_path, monkeypatch):
 
 
 def test_python_dash_m_entry_point(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "itd_core", "classify", str(tmp_path / "none.json"), "a cat", "--json"],
+    result = subprocess.run([sys.executable, "-m", "itd_cli", "classify", str(tmp_path / "none.json"), "a cat", "--json"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and result.stdout == ""
     assert "erasure config not found" in result.stderr
@@ -204,7 +204,7 @@ def test_non_finite_numbers_in_a_config_are_refused_not_ignored(capsys, files, c
 def test_json_output_is_strict_json():
     import argparse
 
-    from itd_core.cli import emit
+    from itd_cli.common import emit
     from itd_core.errors import ItdError
 
     with pytest.raises(ItdError, match="non-finite"):
@@ -215,7 +215,7 @@ def test_two_selects_into_one_config_at_once_keep_both_concepts(files, tiny_pipe
     config = tmp_path / "shared.json"
     (tmp_path / "pitt.txt").write_text("A portrait of Brad Pitt\nBrad Pitt in an official photo\n")
     (tmp_path / "retain.txt").write_text("a cat on a mat\na house by a lake\n")
-    commands = [[sys.executable, "-m", "itd_core", "concept", "select", *map(str, bundle_args(tiny_pipeline_dir, tiny_sae_dir)), "--concept", name,
+    commands = [[sys.executable, "-m", "itd_cli", "concept", "select", *map(str, bundle_args(tiny_pipeline_dir, tiny_sae_dir)), "--concept", name,
                  "--prompts", str(prompts), "--retain", str(tmp_path / "retain.txt"), "--top-n", "16", "--no-phrasings", "-o", str(config)]
                 for name, prompts in [("Tom Cruise", files / "target.txt"), ("Brad Pitt", tmp_path / "pitt.txt")]]
     running = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for command in commands]
@@ -226,7 +226,7 @@ def test_two_selects_into_one_config_at_once_keep_both_concepts(files, tiny_pipe
 
 
 def test_invalid_utf8_on_the_command_line_is_an_error_message(calibrated):
-    result = subprocess.run([sys.executable.encode(), b"-m", b"itd_core", b"classify", str(calibrated).encode(), b"A portrait of \xff\xfe"],
+    result = subprocess.run([sys.executable.encode(), b"-m", b"itd_cli", b"classify", str(calibrated).encode(), b"A portrait of \xff\xfe"],
                             capture_output=True, timeout=120)
     assert result.returncode == 1 and result.stdout == b""
     assert b"lone surrogate" in result.stderr and b"Traceback" not in result.stderr
@@ -263,7 +263,7 @@ def test_a_full_disk_is_an_error_message_and_the_config_survives(files, calibrat
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (100, 100))
 
-    result = subprocess.run([sys.executable, "-m", "itd_core", "calibrate", str(config), "--retain", str(files / "retain.csv")],
+    result = subprocess.run([sys.executable, "-m", "itd_cli", "calibrate", str(config), "--retain", str(files / "retain.csv")],
                             capture_output=True, text=True, timeout=300, preexec_fn=small_file_limit)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert f"error: cannot write {config}: File too large; the file was left as it was" in result.stderr
