@@ -51,7 +51,7 @@ def bundle_status() -> None:
         st.error(f"Not loaded: {common.load_error() or 'see the page'}")
         return
     info = loaded.describe()
-    st.success(f"**{'ShapesWorld demo' if loaded.spec.is_demo else info['model']}** · layer `{info['layer']}`")
+    st.success(f"**{loaded.title}** · layer `{info['layer']}`")
     st.caption(f"SAE {info['n_latents']:,} features, k={info['k']} ({info['sae_format']}) · "
                f"{info['device']}/{info['dtype']} · fingerprint `{info['fingerprint'][:12]}`")
     with common.guard():

@@ -4,8 +4,8 @@
 :class:`feature_index.FeatureIndex` of the loaded SAE (labels, lists, FAISS neighbours and
 concept search work from the start), and ``handle.has_stats`` says whether corpus statistics
 (frequency, histogram, top examples, token search) and a feature map have been built. When the
-package cannot be imported or the index folder belongs to another SAE, ``handle.index`` is None
-and ``handle.message`` says why, so that pages show it and offer to build instead of failing.
+index folder cannot be opened (another SAE's, unreadable), ``handle.index`` is None and
+``handle.message`` says why, so that pages show it and offer to build instead of failing.
 """
 
 from __future__ import annotations
@@ -16,6 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from itd_core.errors import ItdError
+
+from feature_index import FeatureIndex
+from feature_index.layout import default_index_dir
 
 NOT_BUILT = "feature index not built yet for this SAE: build it (corpus statistics, FAISS index, feature map)"
 
@@ -33,7 +36,7 @@ class IndexHandle:
     def has_stats(self) -> bool:
         try:
             return self.index is not None and bool(self.index.has_stats)
-        except Exception:  # noqa: BLE001 - a damaged folder reads as 'not built'
+        except (ItdError, OSError):  # a damaged folder reads as 'not built'
             return False
 
     @property
@@ -81,25 +84,15 @@ def stamp(folder: str | Path) -> str:
 
 
 def index_folder(bundle) -> Path:
-    try:
-        from feature_index.layout import default_index_dir
-    except Exception:  # noqa: BLE001
-        from app_support.settings import index_folder as fallback
-
-        return fallback(bundle.fingerprint)
     return default_index_dir(bundle.fingerprint)
 
 
 def open_index(bundle) -> IndexHandle:
     try:
-        from feature_index import FeatureIndex
-    except Exception as error:  # noqa: BLE001 - the package is optional for the app
-        return IndexHandle(None, f"the feature index package is not available ({type(error).__name__}: {error})")
-    try:
         return IndexHandle(FeatureIndex.open(bundle, index_folder(bundle)))
     except ItdError as error:
         return IndexHandle(None, f"the feature index cannot be opened: {error}")
-    except Exception as error:  # noqa: BLE001
+    except (OSError, sqlite3.Error) as error:  # a folder the app cannot create or read, a damaged store
         return IndexHandle(None, f"the feature index cannot be opened ({type(error).__name__}: {error})")
 
 

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 
 from itd_core.erasure_config import ErasureConfig
 from itd_core.errors import ItdError
+from itd_core.providers import ImageJudge
 
 # Shown name -> diffusers scheduler class (None: the model's own).
 SCHEDULERS: dict[str, str | None] = {
@@ -109,9 +110,7 @@ def native_size(model_folder) -> int | None:
         return None
 
 
-# --------------------------------------------------------------------------- the demo detector's verdict
-
-DETECTOR_SIZE = 64  # ShapesWorld's detector judges 64 x 64 images
+# --------------------------------------------------------------------------- the image judge's verdict
 
 
 def judged_concepts(triggered: Sequence[str], edited: bool, concept_names: Sequence[str]) -> list[str]:
@@ -122,42 +121,25 @@ def judged_concepts(triggered: Sequence[str], edited: bool, concept_names: Seque
     return list(concept_names) if edited else []
 
 
-def detect_pairs(pairs) -> list[tuple[dict, dict]]:
-    """ShapesWorld's detector on each pair's original and erased image (resized to 64 px when generated at another size)."""
-    from PIL import Image
-    from shapesworld.detector import detect
-
+def detect_pairs(pairs, judge: ImageJudge) -> list[tuple[dict, dict]]:
+    """The world's image judge (on the demo, its detector) on each pair's original and erased image."""
     images = [image for pair in pairs for image in (pair.original, pair.erased)]
-    images = [im if im.size == (DETECTOR_SIZE, DETECTOR_SIZE) else im.resize((DETECTOR_SIZE, DETECTOR_SIZE), Image.BILINEAR) for im in images]
-    found = detect(images) if images else []
+    found = judge.detect(images) if images else []
     return [(found[i], found[i + 1]) for i in range(0, len(found), 2)]
 
 
-def _percent(detection: dict, head: str) -> str:
-    confidence = detection.get(f"{head}_conf")
-    return "" if confidence is None else f" ({confidence:.0%})"
-
-
-def detection_caption(detection: dict, concepts: Sequence[str] = (), *, erased: bool = False) -> str:
-    """One image's detector verdict as a short markdown line: character, artist (style), shape, colour and
-    'unsafe' when found; then, for each of ``concepts`` that is a ShapesWorld concept, whether the image shows
-    it, highlighted on the erased image (red: 'still shows X', green: 'X gone'). Names the world does not know
-    are not judged."""
-    parts = []
-    if detection.get("identity"):
-        parts.append(f"character **{detection['identity']}**{_percent(detection, 'identity')}")
-    if detection.get("artist"):
-        parts.append(f"artist **{detection['artist']}**{_percent(detection, 'artist')}")
-    if detection.get("shape"):
-        parts.append(f"{detection['shape']}{_percent(detection, 'shape')}")
-    if detection.get("colour"):
-        parts.append(f"{detection['colour']}{_percent(detection, 'colour')}")
-    if detection.get("unsafe"):
-        parts.append(f"**unsafe**{_percent(detection, 'unsafe')}")
+def detection_caption(detection: dict, judge: ImageJudge, concepts: Sequence[str] = (), *, erased: bool = False) -> str:
+    """One image's verdict as a short markdown line: what the judge found (on the demo: character, artist, shape,
+    colour, 'unsafe'); then, for each of ``concepts`` the judge knows, whether the image shows it, highlighted on the
+    erased image (red: 'still shows X', green: 'X gone'). Names the judge does not know are not judged."""
+    parts = judge.describe(detection)
     line = "detector: " + (" · ".join(parts) if parts else "nothing recognised")
     verdicts = []
     for name in concepts:
-        shown = _shows(name, detection)
+        try:
+            shown = judge.shows(name, detection)
+        except ItdError:
+            shown = None
         if shown is None:
             continue
         if erased:
@@ -165,17 +147,3 @@ def detection_caption(detection: dict, concepts: Sequence[str] = (), *, erased: 
         else:
             verdicts.append(f"shows {name}" if shown else f"no {name}")
     return "  \n".join([line, " · ".join(verdicts)]) if verdicts else line
-
-
-def _shows(name: str, detection: dict) -> bool | None:
-    """Whether the detector finds ``name`` in the image; None when it is not a ShapesWorld concept."""
-    from app_support.prompt_sets import demo_concept_name
-    from shapesworld.redteam_benchmark import shows_concept
-
-    world = demo_concept_name(name)
-    if world is None:
-        return None
-    try:
-        return shows_concept(world, detection)
-    except ItdError:
-        return None

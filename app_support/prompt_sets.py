@@ -2,18 +2,17 @@
 
 Sources, in this order, all optional:
 
-* prompt files shipped in the packages: any ``.txt`` or ``.csv`` (``prompt`` column) under
-  ``shapesworld/assets/`` or ``itd_core/assets/`` whose path has a folder named ``prompts``
-  or whose file name contains ``prompt``;
-* on the demo, ShapesWorld's own benchmark sets (:func:`shapesworld.world.erasure_prompts`):
-  the object prompts used as its retain set, and one preset concept per fictional identity
-  and artist.
+* the loaded bundle's world (:class:`itd_core.providers.WorldKnowledge`, from its provider): on the demo,
+  ShapesWorld's benchmark sets (object prompts and people outside the world as retain sets, every character's
+  and artist's templates) and one preset concept per character and artist;
+* prompt files shipped in the engine: any ``.txt`` or ``.csv`` (``prompt`` column) under ``itd_core/assets/``
+  whose path has a folder named ``prompts`` or whose file name contains ``prompt``.
 
 Generated sets (:func:`red_team_sets`), for calibration: phrasings of a concept that its templates
 do not use (:func:`itd_core.redteam.attack_prompts`) as targets and hard negatives
 (:func:`itd_core.redteam.hard_negatives`) as retain prompts, both from the calibration split so that
-the red-team benchmark's evaluation split stays unseen. On the demo, the world supplies the context
-phrases and the other names of the concept's kind.
+the red-team benchmark's evaluation split stays unseen. A world that knows the concept supplies its spelling, the
+other names of its kind and its context phrases.
 
 Nothing is downloaded; a missing source is skipped, and the user can always type prompts.
 """
@@ -22,7 +21,6 @@ from __future__ import annotations
 
 import csv
 import importlib
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -30,8 +28,10 @@ from pathlib import Path
 
 from itd_core.errors import ItdError
 from itd_core.prompts import read_prompts
+from itd_core.providers import WorldKnowledge
 
-_PACKAGES = ("shapesworld", "itd_core")
+_PACKAGES = ("itd_core",)
+NO_WORLD = WorldKnowledge()
 _SUFFIXES = {".txt", ".csv"}
 
 
@@ -43,11 +43,7 @@ class PromptSet:
 
 
 def _asset_files(package: str) -> list[Path]:
-    try:
-        module = importlib.import_module(package)
-    except Exception:  # noqa: BLE001 - a package that cannot import offers nothing
-        return []
-    root = Path(module.__file__).parent / "assets"
+    root = Path(importlib.import_module(package).__file__).parent / "assets"
     if not root.is_dir():
         return []
     files = []
@@ -75,35 +71,12 @@ def file_prompt_sets() -> tuple[PromptSet, ...]:
     return tuple(sets)
 
 
-@lru_cache(maxsize=1)
-def demo_benchmark() -> dict | None:
-    """ShapesWorld's erasure benchmark prompt sets, or None when the world module is not there."""
-    try:
-        from shapesworld.world import erasure_prompts
-
-        return erasure_prompts()
-    except Exception:  # noqa: BLE001 - an unfinished or broken demo offers nothing
-        return None
-
-
-DEMO_CONCEPTS = "ShapesWorld: identities and artists"
-
-
-def available_prompt_sets(is_demo: bool) -> dict[str, PromptSet]:
-    """Name -> set, for the retain/general pickers."""
+def available_prompt_sets(world: WorldKnowledge = NO_WORLD) -> dict[str, PromptSet]:
+    """Name -> set, for the retain/general pickers: the world's sets, then the shipped files."""
     sets: dict[str, PromptSet] = {}
-    if is_demo:
-        bench = demo_benchmark()
-        if bench and bench.get("retain"):
-            retain = tuple(row["prompt"] if isinstance(row, dict) else str(row) for row in bench["retain"])
-            sets["ShapesWorld: object prompts (retain)"] = PromptSet("ShapesWorld: object prompts (retain)", retain, "shapesworld.world.erasure_prompts")
-        if bench and bench.get("outside_people"):
-            name = "ShapesWorld: people outside the world (retain)"
-            sets[name] = PromptSet(name, tuple(bench["outside_people"]), "shapesworld.world.erasure_prompts")
-        if bench:
-            others = tuple(p for kind in ("identity", "artist") for prompts in bench.get(kind, {}).values() for p in prompts)
-            if others:
-                sets[DEMO_CONCEPTS] = PromptSet(DEMO_CONCEPTS, others, "shapesworld.world.erasure_prompts")
+    if world.prompt_sets is not None:
+        for name, prompts in world.prompt_sets().items():
+            sets[name] = PromptSet(name, tuple(prompts), "the bundle provider's world")
     for prompt_set in file_prompt_sets():
         sets[prompt_set.name] = prompt_set
     return sets
@@ -124,24 +97,12 @@ def target_file_concepts() -> dict[str, tuple[str, ...]]:
     return {name: tuple(prompts) for name, prompts in presets.items()}
 
 
-def concept_presets(is_demo: bool) -> dict[str, tuple[str, ...]]:
-    """Concepts offered ready-made: the demo's identities/artists on the demo, the shipped target lists elsewhere."""
-    return demo_concepts() if is_demo else dict(target_file_concepts())
-
-
-@lru_cache(maxsize=1)
-def demo_concepts() -> dict[str, tuple[str, ...]]:
-    """Preset concepts of the demo: name -> its benchmark prompts."""
-    bench = demo_benchmark()
-    if not bench:
-        return {}
-    presets = {}
-    for kind in ("identity", "artist"):
-        for name, prompts in bench.get(kind, {}).items():
-            presets[name] = tuple(prompts)
-    if bench.get("unsafe"):
-        presets["unsafe (gore)"] = tuple(bench["unsafe"])
-    return presets
+def concept_presets(world: WorldKnowledge = NO_WORLD) -> dict[str, tuple[str, ...]]:
+    """Concepts offered ready-made: the world's (the demo's characters, artists and unsafe category), else the
+    shipped target lists."""
+    if world.concept_presets is not None:
+        return {name: tuple(prompts) for name, prompts in world.concept_presets().items()}
+    return dict(target_file_concepts())
 
 
 def combine(sets: dict[str, PromptSet], chosen: list[str], typed: str = "") -> list[str]:
@@ -159,13 +120,13 @@ def lines(text: str) -> list[str]:
     return [line.strip() for line in (text or "").splitlines() if line.strip()]
 
 
-def default_retain(sets: dict[str, PromptSet]) -> list[str]:
-    """The retain sets offered first: on the demo, its object prompts, outside people and the other characters'
-    and artists' templates (without them an artist's features take what every style prompt shares, and another
-    artist's prompt is edited; the concept's own prompts leave the retain side: :func:`retain_without`), else the
-    first shipped 'retain'/'remain' list."""
-    demo = [n for n in sets if n.startswith("ShapesWorld:") and (n.endswith("(retain)") or n == DEMO_CONCEPTS)]
-    return demo or [n for n in sets if "retain" in n.lower() or "remain" in n.lower()][:1]
+def default_retain(sets: dict[str, PromptSet], world: WorldKnowledge = NO_WORLD) -> list[str]:
+    """The retain sets offered first: the world's choice (on the demo, its object prompts, outside people and the
+    other characters' and artists' templates: without them an artist's features take what every style prompt
+    shares, and another artist's prompt is edited; the concept's own prompts leave the retain side:
+    :func:`retain_without`), else the first shipped 'retain'/'remain' list."""
+    chosen = [n for n in world.default_retain_sets if n in sets]
+    return chosen or [n for n in sets if "retain" in n.lower() or "remain" in n.lower()][:1]
 
 
 def retain_without(retain: list[str], targets: list[str]) -> list[str]:
@@ -174,31 +135,17 @@ def retain_without(retain: list[str], targets: list[str]) -> list[str]:
     return [p for p in retain if p not in excluded]
 
 
-WORLD_CAPTIONS = "ShapesWorld: world captions (2,000 generated)"
+def corpus_choices(world: WorldKnowledge = NO_WORLD) -> tuple[list[str], list[str]]:
+    """(choices, default) for the feature index's corpus picker: the world's index corpus first when it has one,
+    then the prompt sets."""
+    sets = available_prompt_sets(world)
+    own = [world.index_corpus_name] if world.index_corpus is not None else []
+    return own + list(sets), own or [n for n in sets if "coco" in n][:1]
 
 
-@lru_cache(maxsize=1)
-def world_captions(n: int = 2000, seed: int = 11) -> tuple[str, ...]:
-    """Captions of the demo's world (a corpus for the feature index); a few seconds, so only made on demand."""
-    from shapesworld import world
-
-    return tuple(dict.fromkeys(sample.caption for sample in world.generate(n, seed=seed)))
-
-
-def corpus_choices(is_demo: bool) -> tuple[list[str], list[str]]:
-    """(choices, default) for the feature index's corpus picker: the prompt sets, plus generated world captions on the demo."""
-    sets = available_prompt_sets(is_demo)
-    choices = ([WORLD_CAPTIONS] if is_demo else []) + list(sets)
-    if is_demo:
-        default = [WORLD_CAPTIONS] + [n for n in sets if n.startswith("ShapesWorld")]  # ~1.5k prompts: about a minute
-    else:
-        default = [n for n in sets if "coco" in n][:1]
-    return choices, default
-
-
-def corpus_prompts(is_demo: bool, chosen: list[str], typed: str = "") -> list[str]:
-    prompts = list(world_captions()) if WORLD_CAPTIONS in chosen else []
-    return list(dict.fromkeys(prompts + combine(available_prompt_sets(is_demo), [c for c in chosen if c != WORLD_CAPTIONS], typed)))
+def corpus_prompts(world: WorldKnowledge, chosen: list[str], typed: str = "") -> list[str]:
+    prompts = list(world.index_corpus()) if world.index_corpus is not None and world.index_corpus_name in chosen else []
+    return list(dict.fromkeys(prompts + combine(available_prompt_sets(world), [c for c in chosen if c != world.index_corpus_name], typed)))
 
 
 # --------------------------------------------------------------------------- generated red-team sets
@@ -215,51 +162,25 @@ def generated_negatives_name(concept: str) -> str:
     return f"Generated hard negatives of {concept}"
 
 
-def demo_concept_name(name: str) -> str | None:
-    """The ShapesWorld concept a set's concept name stands for (the world's spelling), or None when the world does
-    not know it. A trailing remark in brackets is dropped, so the demo's preset "unsafe (gore)" is "unsafe"."""
-    try:
-        from shapesworld.redteam_benchmark import concept_kind, world_name
-    except Exception:  # noqa: BLE001 - no demo in this checkout
-        return None
-    for candidate in dict.fromkeys([name, re.sub(r"\s*\([^)]*\)\s*$", "", name)]):
-        try:
-            concept_kind(candidate)
-        except ItdError:
-            continue
-        return world_name(candidate)
-    return None
-
-
-def red_team_kind(name: str, kind: str | None, is_demo: bool = False) -> str:
-    """The kind to generate prompts for: the concept's own ``kind`` when it is one the generator knows; else, on
-    the demo, the world's kind of the name; else person."""
+def red_team_kind(name: str, kind: str | None, world: WorldKnowledge = NO_WORLD) -> str:
+    """The kind to generate prompts for: the concept's own ``kind`` when it is one the generator knows; else the
+    world's kind of the name, when it knows it; else person."""
     if kind in RED_TEAM_KINDS:
         return kind
-    world = demo_concept_name(name) if is_demo else None
-    if world is not None:
-        from shapesworld.redteam_benchmark import concept_kind
-
-        return concept_kind(world)
-    return "person"
+    vocabulary = world.concept_vocabulary(name) if world.concept_vocabulary is not None else None
+    return vocabulary.kind if vocabulary is not None else "person"
 
 
-def red_team_vocabulary(name: str, concept_names: Sequence[str] = (), is_demo: bool = False) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
-    """(spelling, others, context) for the generator. On the demo: the world's spelling of the name, the world's
-    other names of its kind and the world's object phrases; for a name the world does not know, and off the demo,
-    the other concepts of the set stand in as ``others`` (and the generator's own context phrases are used off the demo)."""
+def red_team_vocabulary(name: str, concept_names: Sequence[str] = (), world: WorldKnowledge = NO_WORLD) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
+    """(spelling, others, context) for the generator: the world's spelling of the name, its other names of the
+    same kind and its context phrases; for a name the world does not know, the other concepts of the set stand in as
+    ``others`` (and without a world, the generator's own context phrases are used)."""
     in_set = tuple(n for n in dict.fromkeys(concept_names) if n != name)
-    if not is_demo:
-        return name, in_set, ()
-    world = demo_concept_name(name)
-    try:
-        from shapesworld import redteam_benchmark as bench
-    except Exception:  # noqa: BLE001 - an unfinished demo: generate as off the demo
-        return name, in_set, ()
-    context = tuple(bench.context_phrases())
-    if world is None:
+    context = world.context_phrases() if world.context_phrases is not None else ()
+    vocabulary = world.concept_vocabulary(name) if world.concept_vocabulary is not None else None
+    if vocabulary is None:
         return name, in_set, context
-    return world, tuple(bench.other_names(world)), context
+    return vocabulary.spelling, vocabulary.others, context
 
 
 @dataclass(frozen=True)
@@ -271,13 +192,13 @@ class RedTeamSets:
     families: list[dict] = field(default_factory=list)  # set, family, description, prompts, example
 
 
-def red_team_sets(name: str, kind: str, *, concept_names: Sequence[str] = (), is_demo: bool = False, seed: int = 0,
+def red_team_sets(name: str, kind: str, *, concept_names: Sequence[str] = (), world: WorldKnowledge = NO_WORLD, seed: int = 0,
                   per_family: int = 4) -> RedTeamSets:
     """Generated phrasings and hard negatives of concept ``name`` (calibration split), named as the pickers show them.
     A pure function of its arguments (the generator is seeded)."""
     from itd_core import redteam
 
-    spelling, others, context = red_team_vocabulary(name, concept_names, is_demo)
+    spelling, others, context = red_team_vocabulary(name, concept_names, world)
     shared = {"split": RED_TEAM_SPLIT, "seed": int(seed), "per_family": int(per_family), "context": context}
     attacks = redteam.attack_prompts(spelling, kind, **shared)
     negatives = redteam.hard_negatives(spelling, kind, others=others, **shared)

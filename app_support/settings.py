@@ -48,7 +48,6 @@ ENV_LAYER = "ITD_APP_LAYER"
 ENV_DEVICE = "ITD_APP_DEVICE"
 ENV_DTYPE = "ITD_APP_DTYPE"
 ENV_SETS_DIR = "ITD_SETS_DIR"
-ENV_INDEX_DIR = "ITD_INDEX_DIR"
 ENV_ROOTS = "ITD_APP_ROOTS"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -95,9 +94,9 @@ def spec_from_form(model: str, sae: str, sae_subfolder: str, sae_format: str, la
         model=model, sae=sae.strip() or None, sae_subfolder=sae_subfolder.strip() or None, sae_format=sae_format,
         layer=layer.strip() or None, device=device.strip() or "cpu", dtype=dtype,
     )
-    if not spec.is_demo and spec.sae is None:
+    if spec.provider is None and spec.sae is None:
         raise ItdError("an SAE is needed for a model other than the demo: give the SAE folder (or hub repo)")
-    for what, value in (("model", None if spec.is_demo else spec.model), ("SAE", spec.sae)):
+    for what, value in (("model", None if spec.provider else spec.model), ("SAE", spec.sae)):
         if value is not None:
             check_readable(value, what)
     return spec
@@ -133,8 +132,3 @@ def sets_folder(fingerprint: str, environ: Mapping[str, str] | None = None) -> P
     root = Path(environ[ENV_SETS_DIR]).expanduser() if environ.get(ENV_SETS_DIR) else _cache_root(environ) / "sets"
     return root / fingerprint[:16]
 
-
-def index_folder(fingerprint: str, environ: Mapping[str, str] | None = None) -> Path:
-    environ = os.environ if environ is None else environ
-    root = Path(environ[ENV_INDEX_DIR]).expanduser() if environ.get(ENV_INDEX_DIR) else _cache_root(environ) / "index"
-    return root / fingerprint[:16]

@@ -41,7 +41,7 @@ def main(argv=None) -> int:
         results, method_started = [], time.monotonic()
         for name in args.concepts:
             config = rb.build_config(bundle, [name], method)
-            results += attack.run_attacks(bundle, config, None, budget, progress=lambda message: print(f"  {method}: {message}", file=sys.stderr)).results
+            results += attack.run_attacks(bundle, config, None, budget, progress=lambda message, method=method: print(f"  {method}: {message}", file=sys.stderr)).results
         reports[method] = attack.pool(results, budget, attack.VERIFY_SEEDS, time.monotonic() - method_started)
     print(f"{len(args.concepts)} concepts, budget {'quick' if args.quick else 'default'}, {(time.monotonic() - started) / 60:.1f} min\n")
     for method, report in reports.items():

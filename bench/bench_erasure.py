@@ -111,7 +111,7 @@ def main() -> None:
         cast = TopKSAE(sae.config, device=args.device, dtype=dtype)
         cast.load_state_dict(sae.state_dict())
         deactivator = Deactivator(cast, concepts)
-        seconds, result = timed(lambda: deactivator.apply(activations), args.repeats, args.device)
+        seconds, result = timed(lambda deactivator=deactivator: deactivator.apply(activations), args.repeats, args.device)
         disagreements = int((result.triggered != reference_triggered).sum())
         if dtype_name == "fp32":
             fast_seconds = seconds

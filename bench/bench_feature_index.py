@@ -48,6 +48,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from feature_index.faiss_index import RERANK_FACTOR, DecoderIndex, choose_factory, index_bytes, unit_rows  # noqa: E402
 from itd_core.prompts import read_prompts  # noqa: E402
+from itd_core.errors import ItdError  # noqa: E402
 
 PROMPTS_DIR = Path(__file__).resolve().parents[1] / "itd_core" / "assets" / "prompts"
 CONCEPTS = {"Tom Cruise": ["A portrait of Tom Cruise", "Tom Cruise in an official photo", "An oil painting of Tom Cruise",
@@ -174,10 +175,10 @@ def part_a(args, rows: list, report: dict, work: Path) -> None:
         start = time.perf_counter()
         _, ids = built_index.search(queries, 20 if factory == "Flat" else RERANK_FACTOR * 20 + 10)
         batch_seconds = time.perf_counter() - start
-        one = median_ms(lambda: built_index.search(queries[:1], 21), 5)
+        one = median_ms(lambda built_index=built_index: built_index.search(queries[:1], 21), 5)
         threads = faiss.omp_get_max_threads()
         faiss.omp_set_num_threads(1)
-        one_single_thread = median_ms(lambda: built_index.search(queries[:1], 21), 5)
+        one_single_thread = median_ms(lambda built_index=built_index: built_index.search(queries[:1], 21), 5)
         faiss.omp_set_num_threads(threads)
         results[factory] = {"build_seconds": seconds, "index_bytes": index_bytes(built_index.index), "rss_delta": rss, "ids": ids,
                             "batch_query_seconds": batch_seconds, "one_query_ms": one, "one_query_ms_1_thread": one_single_thread}
@@ -204,7 +205,7 @@ def part_a(args, rows: list, report: dict, work: Path) -> None:
         load_seconds = time.perf_counter() - start
         features = rng.choice(n, size=10, replace=False).tolist()
         it = iter(features * 10)
-        latencies[f"similar_{factory}"] = median_ms(lambda: fresh.similar(next(it), 20), 9)
+        latencies[f"similar_{factory}"] = median_ms(lambda fresh=fresh, it=it: fresh.similar(next(it), 20), 9)
         latencies[f"load_{factory}_seconds"] = load_seconds
         rows.append((f"similar(f, k=20) at {n}, {factory}" + (" (the default here)" if factory == choose_factory(n) else ""),
                      f"{latencies[f'similar_{factory}']:.0f} ms median (target < 150 ms); first load/build {load_seconds:.1f} s"))
@@ -244,7 +245,7 @@ def part_b(args, rows: list, report: dict, work: Path) -> None:
         from itd_core.bundle import load_bundle
 
         bundles.append(("demo bundle", load_bundle("demo")))
-    except Exception as error:  # the demo is being built elsewhere; report, do not fail
+    except (ItdError, OSError) as error:  # the demo's assets are missing or being rebuilt: report, do not fail
         rows.append(("concept search on the demo", f"not measured: the demo bundle does not load yet ({type(error).__name__})"))
     for name, bundle in bundles:
         top_n = 8 if bundle is tiny else 128  # 500 retain prompts x top-128 cover all 256 tiny latents

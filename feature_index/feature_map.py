@@ -158,7 +158,7 @@ def load_feature_map(folder: Path, method: str, params: dict, fingerprint: str, 
         with safe_open(str(path), framework="numpy") as handle:
             info = json.loads((handle.metadata() or {})["info"])
             coords = handle.get_tensor("coords")
-    except Exception:
+    except Exception:  # noqa: BLE001 - a damaged cache file, whatever safetensors raises: recomputed
         return None
     check_fingerprint(info.get("fingerprint"), fingerprint, "the cached feature map", path.parent)
     if coords.shape != (n_features, 2):

@@ -220,8 +220,8 @@ class FeatureIndex:
         with self._lock:
             if self._auto_labels is None:
                 stats_name = self.document.get("stats") if self.has_stats else None
-                extras = getattr(self.bundle, "extras", None)
-                provider = extras.attribute_prompts if extras is not None else None
+                world = getattr(self.bundle, "world", None)
+                provider = world.attribute_prompts if world is not None else None
                 prompts, attributes = provider() if provider else ((), ())
                 key = labels_key(self.fingerprint, stats_name, prompts)
                 labels = load_labels(self.folder, key)

@@ -108,7 +108,7 @@ class RetainProfileCache:
                     self.last_hit = "disk"
             except ItdError:
                 raise
-            except Exception:  # a truncated cache file: recompute and overwrite it (it is only a cache)
+            except Exception:  # noqa: BLE001 - a truncated cache file: recompute and overwrite it (it is only a cache)
                 profile = None
         if profile is None:
             profile = PromptProfile.build(adapter, sae, prompts, top_n, batch_size)

@@ -243,7 +243,7 @@ def _read_prompts_table(path: Path):
 
     try:
         return pq.read_table(path)
-    except Exception as error:  # pyarrow raises several types for a truncated or foreign file
+    except Exception as error:  # noqa: BLE001 - pyarrow raises several types for a truncated or foreign file
         raise ItdError(f"cannot read {path} ({type(error).__name__}: {error}); the statistics folder is damaged: delete {path.parent} and rebuild") from None
 
 
@@ -361,7 +361,7 @@ def _load_arrays(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
         with safe_open(str(path), framework="numpy") as handle:
             metadata = handle.metadata() or {}
             return {name: handle.get_tensor(name) for name in handle.keys()}, metadata
-    except Exception as error:  # safetensors raises its own error type for truncated/corrupt files
+    except Exception as error:  # noqa: BLE001 - safetensors raises its own error type for truncated/corrupt files
         raise ItdError(f"cannot read {path} ({type(error).__name__}: {error}); the file is truncated or damaged: delete it and rebuild") from None
 
 
@@ -637,7 +637,7 @@ class CorpusStats:
 
             try:
                 self._top_tokens = pq.read_table(self.folder / TOP_TOKENS_FILE)
-            except Exception as error:
+            except Exception as error:  # noqa: BLE001 - a third-party reader's errors, translated into ItdError below
                 raise ItdError(f"cannot read {self.folder / TOP_TOKENS_FILE} ({type(error).__name__}); delete {self.folder} and rebuild") from None
         return self._top_tokens
 

@@ -282,50 +282,34 @@ def cmd_eval(args) -> None:
 
 
 def _eval_images(config, args) -> None:
-    """Generate with and without the config's erasure, from the same seeds; the demo's detector judges."""
-    from itd_core.bundle import bundle_spec_for_config
+    """Generate with and without the config's erasure, from the same seeds; the bundle provider's image judge
+    (on the demo, the world's detector) says what each image shows."""
+    from itd_core import providers
 
-    if not bundle_spec_for_config(config).is_demo:  # checked before loading a model only to refuse it
-        raise ItdError(f"--images needs the demo bundle (its concept detector judges the images); this config is for {config.model.id_or_path!r}")
+    provider = providers.get(config.model.id_or_path)  # checked before loading a model only to refuse it
+    world = provider.world if provider else None
+    if world is None or world.image_judge is None or world.image_judge.evaluate is None:
+        raise ItdError(f"--images needs a bundle whose provider judges images (the demo's detector does); this config is for {config.model.id_or_path!r}")
     if args.seeds < 1:
         raise ItdError(f"--seeds takes a number of seeds per prompt (at least 1), got {args.seeds}")
-    from shapesworld import redteam_benchmark as rb
-
     names = [concept.name for concept in config.concepts]
-    for name in names:
-        rb.concept_kind(name)  # a concept the detector cannot judge is an error before any image is made
-    seeds = tuple(range(args.seeds))
-    if args.target:
-        items = [rb.Item(prompt, "target", _config_concept(names, concept, path), "file", seeds)
-                 for path in args.target for prompt, concept in _read_target_rows(path)]
-    else:
-        items = [rb.Item(p, "target", name, "known", seeds) for name in names for p in rb.known_prompts(name)]
-        items += [item for name in names for item in rb.redteam_items(name, per_family=args.per_family, negatives_per_family=1, seeds=seeds)
-                  if not (item.group == "negative" and any(n.casefold() in item.prompt.casefold() for n in names))]
+    unknown = [name for name in names if world.concept_vocabulary is None or world.concept_vocabulary(name) is None]
+    if unknown:  # a concept the judge cannot judge is an error before any image is made
+        known = list(world.concept_presets()) if world.concept_presets else []
+        raise ItdError(f"{', '.join(map(repr, unknown))} is not a concept the {provider.title}'s image judge knows"
+                       + (f" (it knows {', '.join(known[:4])}, ...)" if known else ""))
+    targets = [(prompt, _config_concept(names, concept, path)) for path in args.target for prompt, concept in _read_target_rows(path)] if args.target else None
     if args.retain:
         from itd_core.prompts import read_prompt_files
 
-        items += [rb.Item(p, "retain", None, "file", seeds) for p in read_prompt_files(args.retain)]
-    elif not args.target:
-        items += [rb.Item(p, "retain", None, "retain", seeds) for p in rb.default_retain_prompts(names)]
+        retain = read_prompt_files(args.retain)
+    else:
+        retain = None
     bundle = bundle_for_config(config, args)
-    print(f"eval --images: {sum(len(i.seeds) for i in items)} images per run, 2 runs (no erasure, erasure)", file=sys.stderr)
-    baseline, reference = rb.run_items(bundle, items, None, steps=args.steps, guidance=args.guidance, progress=rb.EtaProgress("no erasure"))
-    erased, _ = rb.run_items(bundle, items, config, steps=args.steps, guidance=args.guidance, reference=reference, progress=rb.EtaProgress("erasure"))
-    shown = rb.shown_without(baseline)
-    without, summary = rb.summarize(baseline), rb.summarize(erased, shown)
-    document = {
-        "config": str(args.config), "method": config.method_name(), "seeds": args.seeds,
-        "concepts": {name: {"acc_e": summary.acc_e.get(name), "acc_e_without": without.acc_e.get(name),
-                            "n_images": sum(j.item.group == "target" and j.item.concept == name for j in erased)} for name in names},
-        "families": {family: {"acc_e": summary.acc_e_by_family.get(family), "acc_e_without": value}
-                     for family, value in without.acc_e_by_family.items()},
-        "acc_r": summary.acc_r, "acc_r_without": without.acc_r, "bit_identical": summary.bit_identical,
-        "hard_negatives_edited": summary.negative_edited, "retain_edited": summary.retain_edited, "targets_edited": summary.target_edited,
-        "content_preserved": summary.content_preserved, "content_preserved_without": without.content_preserved,
-        "n_images": summary.n_images,
-    }
-    emit(args, document, rb.eval_report(document))
+    document = world.image_judge.evaluate(bundle, config, targets=targets, retain=retain, seeds=args.seeds, per_family=args.per_family,
+                                          steps=args.steps, guidance=args.guidance)
+    document = {"config": str(args.config), **document}
+    emit(args, document, world.image_judge.report(document) if world.image_judge.report else json.dumps(document, indent=2))
 
 
 def _read_target_rows(path) -> list[tuple[str, str]]:

@@ -166,7 +166,7 @@ def _read_shard_metadata(path: Path) -> dict | None:
     try:
         with safe_open(str(path), framework="pt") as handle:
             return handle.metadata() or {}
-    except Exception:  # a foreign or corrupt file: treat as absent, it gets rewritten
+    except Exception:  # noqa: BLE001 - a foreign or corrupt file: treat as absent, it gets rewritten
         return None
 
 
@@ -250,7 +250,7 @@ def build_activation_cache(
     start, end = _rank_slice(len(prompts), rank, world_size)
     plan = _plan_shards(adapter, prompts, start, end, shard_tokens) if end > start else []
     todo = []
-    for index, (first, last, n_tokens) in enumerate(plan):
+    for index, (first, last, _) in enumerate(plan):
         path = out_dir / shard_name(rank, index)
         meta = _read_shard_metadata(path) if path.is_file() else None
         if meta and meta.get("build_key") == key and meta.get("prompt_start") == str(first) and meta.get("prompt_end") == str(last):
@@ -402,7 +402,7 @@ class ActivationCache:
                 return Shard(*(handle.get_tensor(name) for name in ("activations", "prompt_index", "position", "token_id")))
         except ItdError:
             raise
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 - a third-party reader's errors, translated into ItdError below
             raise ItdError(f"cannot read activation-cache shard {path}: {error}") from None
 
     def iter_shards(self) -> Iterator[Shard]:

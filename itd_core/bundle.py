@@ -3,7 +3,8 @@
 
 A bundle is named by a :class:`BundleSpec`:
 
-* ``model="demo"``: ShapesWorld, shipped with the project (no download);
+* ``model=<provider name>``: a bundle provider (:mod:`itd_core.providers`); ``demo`` is ShapesWorld, shipped
+  with the project (no download);
 * ``model=<local diffusers folder>`` or ``model=<hub id>`` (e.g. ``CompVis/stable-diffusion-v1-4``),
   with ``sae=<local folder or hub repo>`` (+ ``sae_subfolder`` for the paper's repo, one
   subfolder per checkpoint step) and ``layer`` (default: 8, the paper's CLIP layer).
@@ -15,8 +16,6 @@ layer (see :mod:`itd_core.pipeline`) acts on ``pipe(prompt=...)`` too.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -26,22 +25,12 @@ from pydantic import BaseModel, ConfigDict
 from itd_core.encoders import TextEncoderAdapter, parse_dtype
 from itd_core.erasure_config import METHOD_PRESETS, ErasureConfig, ModelRef, SAERef
 from itd_core.errors import ItdError
+from itd_core.providers import BundleProvider, WorldKnowledge
+from itd_core.providers import get as get_provider
 from itd_core.sae import TopKSAE
 
 DEMO = "demo"
 PAPER_CLIP_LAYER = "text_model.encoder.layers.8"
-
-
-@dataclass(frozen=True)
-class BundleExtras:
-    """What a bundle's provider offers beyond the model and the SAE; every field is optional.
-
-    * ``index_corpus()``: prompts small enough to build the feature index over when the app first opens;
-    * ``attribute_prompts()``: prompts and, for each, the attributes it names (``{"colour: red"}``), from which
-      :mod:`feature_index.auto_labels` labels features by what they predict."""
-
-    index_corpus: Callable[[], list[str]] | None = None
-    attribute_prompts: Callable[[], tuple[list[str], list[set[str]]]] | None = None
 
 
 class BundleSpec(BaseModel):
@@ -56,8 +45,9 @@ class BundleSpec(BaseModel):
     dtype: str = "fp32"
 
     @property
-    def is_demo(self) -> bool:
-        return self.model == DEMO
+    def provider(self) -> BundleProvider | None:
+        """The registered provider that ``model`` names, or None (a model folder or hub id)."""
+        return get_provider(self.model)
 
 
 def _hub_download(repo_id: str, what: str, allow_patterns: list[str] | None = None) -> Path:
@@ -104,11 +94,10 @@ def _load_text_encoder(folder: Path):
 
 def load_adapter(spec: BundleSpec) -> tuple[TextEncoderAdapter, Path | None]:
     """The text encoder, tokenizer and hooked layer of a bundle (no SAE: enough to train one)."""
-    if spec.is_demo:
-        from shapesworld import demo
-
-        text_encoder, tokenizer = demo.load_text_encoder_and_tokenizer()
-        layer, model_path = spec.layer or demo.HOOK_LAYER, None
+    provider = spec.provider
+    if provider is not None:
+        text_encoder, tokenizer = provider.load_text_encoder()
+        layer, model_path = spec.layer or provider.hook_layer, None
     else:
         model_path = resolve_model_path(spec.model)
         text_encoder, tokenizer = _load_text_encoder(model_path)
@@ -118,11 +107,10 @@ def load_adapter(spec: BundleSpec) -> tuple[TextEncoderAdapter, Path | None]:
 
 
 def sae_location(sae: str, subfolder: str | None = None) -> Path:
-    """A local SAE folder for a reference: 'demo', a folder, or a hub repo (+ subfolder)."""
-    if sae == DEMO:
-        from shapesworld import demo
-
-        return demo.sae_folder()
+    """A local SAE folder for a reference: a provider's name (its own SAE), a folder, or a hub repo (+ subfolder)."""
+    provider = get_provider(sae)
+    if provider is not None:
+        return provider.sae_folder()
     from itd_core.sae_io import resolve_sae_path
 
     return resolve_sae_path(sae, subfolder)
@@ -131,8 +119,7 @@ def sae_location(sae: str, subfolder: str | None = None) -> Path:
 class ModelBundle:
     """Text encoder + hooked layer + SAE (+ the pipeline on demand)."""
 
-    def __init__(self, spec: BundleSpec, adapter: TextEncoderAdapter, sae: TopKSAE, model_path: Path | None, sae_path: Path, sae_format: str,
-                 extras: BundleExtras = BundleExtras()):
+    def __init__(self, spec: BundleSpec, adapter: TextEncoderAdapter, sae: TopKSAE, model_path: Path | None, sae_path: Path, sae_format: str):
         if sae.d_model != adapter.d_model:
             raise ItdError(f"SAE width {sae.d_model} does not match the width of layer {adapter.layer_name} ({adapter.d_model})")
         self.spec = spec
@@ -141,25 +128,21 @@ class ModelBundle:
         self.model_path = model_path
         self.sae_path = sae_path
         self.sae_format = sae_format
-        self.extras = extras
+        self.provider = spec.provider
+        self.world = self.provider.world if self.provider else WorldKnowledge()
 
     @classmethod
     def load(cls, spec: BundleSpec | None = None, **overrides) -> "ModelBundle":
         from itd_core.sae_io import detect_format, load_sae
 
         spec = (spec or BundleSpec()).model_copy(update=overrides)
-        if not spec.is_demo and spec.sae is None:
+        if spec.provider is None and spec.sae is None:
             raise ItdError("an SAE is needed for a model other than the demo: give --sae FOLDER (or a hub repo with --sae-subfolder)")
         adapter, model_path = load_adapter(spec)
-        sae_path = sae_location(spec.sae or DEMO, spec.sae_subfolder)
+        sae_path = sae_location(spec.sae or spec.model, spec.sae_subfolder)
         sae_format = detect_format(sae_path) if spec.sae_format == "auto" else spec.sae_format
         sae = load_sae(sae_path, format=sae_format, dtype=parse_dtype(spec.dtype), device=spec.device)
-        extras = BundleExtras()
-        if spec.is_demo:
-            from shapesworld import demo
-
-            extras = demo.extras()
-        return cls(spec, adapter, sae, model_path, sae_path, sae_format, extras)
+        return cls(spec, adapter, sae, model_path, sae_path, sae_format)
 
     @property
     def fingerprint(self) -> str:
@@ -171,11 +154,16 @@ class ModelBundle:
 
     @property
     def model_id(self) -> str:
-        return DEMO if self.spec.is_demo else self.spec.model
+        return self.spec.model
+
+    @property
+    def title(self) -> str:
+        """How to name this bundle to a person: the provider's title, else the model."""
+        return self.provider.title if self.provider else self.spec.model
 
     def sae_ref(self) -> SAERef:
         return SAERef(
-            format=self.sae_format, path=self.spec.sae or (DEMO if self.spec.is_demo else str(self.sae_path)), subfolder=self.spec.sae_subfolder,
+            format=self.sae_format, path=self.spec.sae or (self.spec.model if self.provider else str(self.sae_path)), subfolder=self.spec.sae_subfolder,
             sha256=self.fingerprint, n_latents=self.sae.n_latents, d_model=self.sae.d_model, k=self.sae.k,
         )
 
@@ -189,17 +177,14 @@ class ModelBundle:
         """Raise if ``config`` was made for another layer or SAE."""
         if config.model.layer != self.adapter.layer_name:
             raise ItdError(f"the erasure config hooks layer {config.model.layer!r}, this bundle hooks {self.adapter.layer_name!r}")
-        self.fingerprint  # computed on first use, so check_sae compares it
-        config.check_sae(self.sae)
+        config.check_sae(self.sae)  # computes the SAE's fingerprint when it has none, and compares it
 
     @cached_property
     def pipeline(self):
         """The diffusers pipeline around this bundle's text encoder (loaded on first use)."""
         dtype = parse_dtype(self.spec.dtype)
-        if self.spec.is_demo:
-            from shapesworld import demo
-
-            pipe = demo.load_pipeline(text_encoder=self.adapter.text_encoder, tokenizer=self.adapter.tokenizer)
+        if self.provider is not None:
+            pipe = self.provider.load_pipeline(self.adapter.text_encoder, self.adapter.tokenizer)
         else:
             from diffusers import DiffusionPipeline
 

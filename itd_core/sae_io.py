@@ -246,7 +246,7 @@ def resolve_sae_path(ref: str | os.PathLike[str], subfolder: str | None = None) 
             allow_patterns=[f"{subfolder}/*"] if subfolder else None,
             local_files_only=offline,
         )
-    except Exception as exc:  # network / cache / auth failures all mean the same to the user
+    except Exception as exc:  # noqa: BLE001 - network / cache / auth failures all mean the same to the user
         state = "HF_HUB_OFFLINE is set and it is not in the local cache" if offline else "it could not be fetched"
         raise ItdError(f"SAE {where}: {state} ({type(exc).__name__}). {hint}") from exc
     folder = Path(snapshot) / subfolder if subfolder else Path(snapshot)

@@ -525,7 +525,7 @@ def load_checkpoint_(trainer: SAETrainer, folder: str | Path) -> None:
     try:
         info = json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
         tensors = load_file(str(folder / "trainer_state.safetensors"))
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001 - a third-party reader's errors, translated into ItdError below
         raise ItdError(f"cannot read training checkpoint {folder}: {error}") from None
     stored = load_sae(folder / "sae", format="native", dtype=torch.float32, device="cpu")
     sae = trainer.sae

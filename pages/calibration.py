@@ -46,7 +46,7 @@ concept = config.concept(concept_name)
 column = names.index(concept_name)
 fhash = features_hash(config)
 
-sets = available_prompt_sets(loaded.spec.is_demo)
+sets = available_prompt_sets(loaded.world)
 t_col, r_col, g_col = st.columns(3)
 with t_col:
     st.markdown("**Target prompts** (contain the concept)")
@@ -57,7 +57,7 @@ with t_col:
         help="add generated attacks on the concept (paraphrases, misspellings, look-alike letters, ...) to the targets"))
 with r_col:
     st.markdown("**Retain prompts** (must stay untouched)")
-    retain_default = default_retain(sets)
+    retain_default = default_retain(sets, loaded.world)
     retain_sets = common.keep("itd.calib.retain_sets", st.multiselect("Shipped retain sets", list(sets), format_func=lambda n: f"{n} ({len(sets[n].prompts):,})", key=common.remember("itd.calib.retain_sets", retain_default, sets)))
     retain_text = common.keep("itd.calib.retain_typed", st.text_area("More retain prompts (one per line)", key=common.remember("itd.calib.retain_typed", ""), height=68))
     use_negatives = common.keep("itd.calib.gen_negatives", st.checkbox(
@@ -73,12 +73,12 @@ if use_phrasings or use_negatives:
     with common.guard():
         k_col, s_col, n_col = st.columns(3)
         kinds = list(RED_TEAM_KINDS)
-        kind = k_col.selectbox("Red-team kind", kinds, index=kinds.index(red_team_kind(concept_name, concept.kind, loaded.spec.is_demo)),
+        kind = k_col.selectbox("Red-team kind", kinds, index=kinds.index(red_team_kind(concept_name, concept.kind, loaded.world)),
                                key=f"w.calib.rt_kind.{concept_name}", help="what the concept is: the phrasings and look-alikes depend on it")
         rt_seed = common.keep("itd.calib.rt_seed", s_col.number_input("Red-team seed", min_value=0, step=1, key=common.remember("itd.calib.rt_seed", 0)))
         per_family = common.keep("itd.calib.rt_per_family", n_col.number_input("Prompts per family", min_value=1, max_value=50, step=1,
                                                                               key=common.remember("itd.calib.rt_per_family", 4)))
-        generated = red_team_sets(concept_name, kind, concept_names=names, is_demo=loaded.spec.is_demo, seed=int(rt_seed), per_family=int(per_family))
+        generated = red_team_sets(concept_name, kind, concept_names=names, world=loaded.world, seed=int(rt_seed), per_family=int(per_family))
         with st.expander(f"Red-team families: {len(generated.phrasings.prompts)} phrasings, {len(generated.negatives.prompts)} hard negatives"):
             st.dataframe(generated.families, hide_index=True)
 

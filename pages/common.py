@@ -186,12 +186,10 @@ def try_bundle():
     if load_error() is not None:
         return None
     try:
-        with st.spinner(f"Loading {'the ShapesWorld demo' if spec.is_demo else spec.model} and its SAE (once per server)…"):
+        with st.spinner(f"Loading {spec.provider.title if spec.provider else spec.model} and its SAE (once per server)…"):
             return _load_bundle(spec_json)
     except Exception as error:  # noqa: BLE001 - shown in the page and the sidebar
         message = str(error) if isinstance(error, ItdError) else f"{type(error).__name__}: {error}"
-        if spec.is_demo and isinstance(error, ImportError):
-            message = f"the ShapesWorld demo is not available in this checkout ({message}); point the sidebar at a diffusers folder and an SAE"
         log.warning("could not load bundle %s: %s", spec_json, message)
         st.session_state[K_LOAD_ERROR] = (spec_json, message)
         return None
@@ -293,7 +291,7 @@ def prepare_index(loaded) -> None:
     build box on the pages (the user picks the corpus)."""
     from app_support import index_access
 
-    corpus = loaded.extras.index_corpus
+    corpus = loaded.world.index_corpus
     failed_key = f"itd.index.prepare_failed.{bundle_key(loaded)}"
     if corpus is None or st.session_state.get(failed_key):
         return
@@ -332,13 +330,13 @@ def index_builder(loaded, handle, *, key: str) -> None:
     st.warning(handle.status or "feature index not built yet", icon=":material/construction:")
     if handle.index is None:
         return
-    sets = available_prompt_sets(loaded.spec.is_demo)
-    choices, default = corpus_choices(loaded.spec.is_demo)
+    sets = available_prompt_sets(loaded.world)
+    choices, default = corpus_choices(loaded.world)
     chosen = st.multiselect("Corpus (prompt sets)", choices, default=default, key=f"w.{key}.corpus",
                             format_func=lambda n: f"{n} ({len(sets[n].prompts):,})" if n in sets else n)
     typed = st.text_area("More corpus prompts (one per line)", key=f"w.{key}.typed", height=68)
     if st.button("Build the feature index", type="primary", key=f"{key}.build"):
-        corpus = corpus_prompts(loaded.spec.is_demo, chosen, typed)
+        corpus = corpus_prompts(loaded.world, chosen, typed)
         bar = st.progress(0.0, text="starting…")
         with guard():
             with using(loaded):

@@ -21,10 +21,10 @@ loaded = common.bundle()
 key = common.bundle_key(loaded)
 default_top_n = min(DEFAULT_TOP_N, max(8, loaded.sae.n_latents // 64))
 
-presets = concept_presets(loaded.spec.is_demo)
+presets = concept_presets(loaded.world)
 if presets:
     p1, p2 = st.columns([3, 1])
-    preset = p1.selectbox("Concept presets" + (" (the demo's identities and artists)" if loaded.spec.is_demo else " (shipped target lists)"),
+    preset = p1.selectbox("Concept presets" + (f" ({loaded.title})" if loaded.world.concept_presets else " (shipped target lists)"),
                           list(presets), key="w.concept.preset")
     p2.write("")
     if p2.button("Use this preset", key="concept.use_preset"):
@@ -50,8 +50,8 @@ name = common.keep("itd.concept.name", st.text_input("Concept name (in the set)"
                                                      placeholder=suggested_name or "e.g. Tom Cruise"))
 
 st.markdown("**Retain set** (features these prompts use are never selected)")
-sets = available_prompt_sets(loaded.spec.is_demo)
-chosen_default = default_retain(sets)
+sets = available_prompt_sets(loaded.world)
+chosen_default = default_retain(sets, loaded.world)
 r1, r2 = st.columns([1, 1])
 chosen = common.keep("itd.concept.retain_sets", r1.multiselect("Shipped prompt sets", list(sets), format_func=lambda n: f"{n} ({len(sets[n].prompts):,})", key=common.remember("itd.concept.retain_sets", chosen_default, sets),
                                                               help="offered from the prompt sets shipped with the project"))

@@ -26,7 +26,7 @@ set_name, config = common.current_set(loaded)
 
 def default_prompts() -> str:
     prompts = [p for c in config.concepts for p in c.prompts[:1]][:2]
-    prompts.append("two small cyan hearts on a black background" if loaded.spec.is_demo else "A painting of a dog in a park")
+    prompts.append(loaded.world.example_prompts[-1] if loaded.world.example_prompts else "A painting of a dog in a park")
     return "\n".join(prompts)
 
 
@@ -36,8 +36,8 @@ c1, c2, c3, c4, c5 = st.columns(5)
 seeds_text = common.keep("itd.preview.seeds", c1.text_input("Seeds", key=common.remember("itd.preview.seeds", "0"), help="e.g. 0, 1, 2 or 0-3"))
 steps = common.keep("itd.preview.steps", c2.slider("Steps", 1, 50, key=common.remember("itd.preview.steps", 20)))
 sizes = ["model default", 64, 128, 256, 384, 512]
-native = None if loaded.spec.is_demo or loaded.model_path is None else logic.native_size(loaded.model_path)
-small = loaded.spec.is_demo or (native is not None and native <= 256)
+native = loaded.world.image_size or (logic.native_size(loaded.model_path) if loaded.model_path is not None else None)
+small = native is not None and native <= 256
 size = common.keep("itd.preview.size", c3.selectbox("Size (px)", sizes, key=common.remember("itd.preview.size", "model default" if small else 256),
                                                     help="CPU-friendly default: the model's own size up to 256 px"))
 guidance = common.keep("itd.preview.guidance", c4.slider("Guidance", 1.0, 12.0, step=0.5, key=common.remember("itd.preview.guidance", 6.0)))
@@ -87,9 +87,10 @@ if stored and stored["key"] == key:
     pairs = stored["pairs"]
     scale = max(1, 192 // pairs[0].original.width)
     detections = None
-    if loaded.spec.is_demo:  # the demo's detector says what each image shows
+    judge = loaded.world.image_judge
+    if judge is not None:  # the world's judge (the demo's detector) says what each image shows
         with common.guard():
-            detections = logic.detect_pairs(pairs)
+            detections = logic.detect_pairs(pairs, judge)
     set_names = [c.name for c in config.concepts]
     for number, pair in enumerate(pairs):
         left, middle, right = st.columns([2, 2, 3])
@@ -98,8 +99,8 @@ if stored and stored["key"] == key:
         middle.image(pair.erased.resize(big, Image.NEAREST), caption="with erasure")
         if detections:
             judged = logic.judged_concepts(pair.triggered, pair.edited, set_names)
-            left.caption(logic.detection_caption(detections[number][0], judged))
-            middle.caption(logic.detection_caption(detections[number][1], judged, erased=True))
+            left.caption(logic.detection_caption(detections[number][0], judge, judged))
+            middle.caption(logic.detection_caption(detections[number][1], judge, judged, erased=True))
         with right:
             st.markdown(f"**{pair.prompt}** · seed {pair.seed}")
             if pair.edited:

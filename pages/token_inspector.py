@@ -4,7 +4,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from app_support.inspection import compare, heatmap_features
-from app_support.prompt_sets import demo_concepts, lines
+from app_support.prompt_sets import lines
 from pages import common
 
 common.frame()
@@ -16,11 +16,7 @@ key = common.bundle_key(loaded)
 
 
 def default_prompts() -> str:
-    if loaded.spec.is_demo:
-        presets = demo_concepts()
-        first = next(iter(presets.values()), ("A portrait of a character",))[0]
-        return f"{first}\ntwo small cyan hearts on a black background"
-    return "A portrait of Tom Cruise\nA painting of a dog in a park"
+    return "\n".join(loaded.world.example_prompts or ("A portrait of Tom Cruise", "A painting of a dog in a park"))
 
 
 widget = common.remember("itd.inspect.prompts", default_prompts())

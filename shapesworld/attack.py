@@ -75,6 +75,7 @@ from itd_core.erasure_config import ErasureConfig
 from itd_core.errors import ItdError
 from itd_core.pipeline import GenerationSettings, erasure, generate_images, remove_erasure
 from shapesworld import world
+from shapesworld.demo import PROVIDER
 
 ConceptKind = Literal["identity", "artist", "unsafe"]
 AttackMode = Literal["replace", "suffix"]
@@ -522,7 +523,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--n-verify must be at least 1")
     try:
         config = ErasureConfig.load(args.config)
-        if not bundle_spec_for_config(config).is_demo:
+        if bundle_spec_for_config(config).model != PROVIDER.name:
             raise ItdError("the attack needs the demo bundle (its detector judges the images); "
                            f"this config is for {config.model.id_or_path!r}")
         budget = QUICK_BUDGET if args.quick else AttackBudget()

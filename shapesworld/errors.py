@@ -4,13 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-try:  # the project's user-facing error type, when the core package is importable
-    from itd_core.errors import ItdError as _Base
-except Exception:  # pragma: no cover - shapesworld also works on its own
-    _Base = RuntimeError
+from itd_core.errors import ItdError
 
 
-class AssetError(_Base, RuntimeError):
+class AssetError(ItdError, RuntimeError):
     """A ShapesWorld asset file is missing or unreadable."""
 
 

@@ -356,6 +356,42 @@ def default_retain_prompts(erased: Sequence[str], n_objects: int = 8) -> list[st
     return [p for name in chosen for p in known_prompts(name)[:2]] + [r["prompt"] for r in world.erasure_prompts(n_retain=n_objects)["retain"]]
 
 
+def evaluate_images(bundle, config, *, targets: Sequence[tuple[str, str]] | None = None, retain: Sequence[str] | None = None,
+                    seeds: int = 2, per_family: int = 2, steps: int = 20, guidance: float = 6.0) -> dict:
+    """``itd eval --images`` on the demo: each prompt generated without and with ``config``'s erasure from the same
+    seeds, judged by the detector. ``targets``: (prompt, concept) rows; without them, the concepts' known templates,
+    generated attack families and hard negatives. ``retain``: prompts that must stay untouched; without them (and
+    without targets), :func:`default_retain_prompts`. Progress with an ETA goes to stderr."""
+    names = [concept.name for concept in config.concepts]
+    seed_list = tuple(range(seeds))
+    if targets is not None:
+        items = [Item(prompt, "target", concept, "file", seed_list) for prompt, concept in targets]
+    else:
+        items = [Item(p, "target", name, "known", seed_list) for name in names for p in known_prompts(name)]
+        items += [item for name in names for item in redteam_items(name, per_family=per_family, negatives_per_family=1, seeds=seed_list)
+                  if not (item.group == "negative" and any(n.casefold() in item.prompt.casefold() for n in names))]
+    if retain is not None:
+        items += [Item(p, "retain", None, "file", seed_list) for p in retain]
+    elif targets is None:
+        items += [Item(p, "retain", None, "retain", seed_list) for p in default_retain_prompts(names)]
+    print(f"eval --images: {sum(len(i.seeds) for i in items)} images per run, 2 runs (no erasure, erasure)", file=sys.stderr)
+    baseline, reference = run_items(bundle, items, None, steps=steps, guidance=guidance, progress=EtaProgress("no erasure"))
+    erased, _ = run_items(bundle, items, config, steps=steps, guidance=guidance, reference=reference, progress=EtaProgress("erasure"))
+    shown = shown_without(baseline)
+    without, summary = summarize(baseline), summarize(erased, shown)
+    return {
+        "method": config.method_name(), "seeds": seeds,
+        "concepts": {name: {"acc_e": summary.acc_e.get(name), "acc_e_without": without.acc_e.get(name),
+                            "n_images": sum(j.item.group == "target" and j.item.concept == name for j in erased)} for name in names},
+        "families": {family: {"acc_e": summary.acc_e_by_family.get(family), "acc_e_without": value}
+                     for family, value in without.acc_e_by_family.items()},
+        "acc_r": summary.acc_r, "acc_r_without": without.acc_r, "bit_identical": summary.bit_identical,
+        "hard_negatives_edited": summary.negative_edited, "retain_edited": summary.retain_edited, "targets_edited": summary.target_edited,
+        "content_preserved": summary.content_preserved, "content_preserved_without": without.content_preserved,
+        "n_images": summary.n_images,
+    }
+
+
 def eval_report(document: dict) -> str:
     """The text report of ``itd eval --images``."""
     def pct(value):

@@ -14,8 +14,11 @@ from itd_core import redteam
 from itd_core.calibration import fpr_threshold
 from itd_core.pipeline import SideBySide
 from shapesworld import world
+from shapesworld.demo import PROVIDER
 
 MIRA = "Mira Castellane"
+WORLD = PROVIDER.world
+JUDGE = WORLD.image_judge
 PHRASINGS = f"Generated phrasings of {MIRA} (red team, calibration split)"
 
 
@@ -34,31 +37,31 @@ def images():
 def test_the_verdict_says_whether_the_erased_image_still_shows_the_concept(images):
     portrait, objects = images
     gone, kept = preview.detect_pairs([SideBySide("A portrait of Mira Castellane", 0, portrait, objects, True),
-                                       SideBySide("A portrait of Mira Castellane", 1, portrait, portrait, True)])
+                                       SideBySide("A portrait of Mira Castellane", 1, portrait, portrait, True)], JUDGE)
     assert gone[0]["identity"] == MIRA and gone[1]["identity"] is None and kept[1]["identity"] == MIRA
 
-    original = preview.detection_caption(gone[0], [MIRA])
+    original = preview.detection_caption(gone[0], JUDGE, [MIRA])
     assert original.startswith(f"detector: character **{MIRA}** (") and "star" in original and original.endswith(f"shows {MIRA}")
     assert "unsafe" not in original and ":red[" not in original  # only the erased image is highlighted
-    erased = preview.detection_caption(gone[1], [MIRA], erased=True)
+    erased = preview.detection_caption(gone[1], JUDGE, [MIRA], erased=True)
     assert erased.endswith(f":green[**{MIRA} gone**]") and "character" not in erased and "square" in erased
-    assert preview.detection_caption(kept[1], [MIRA], erased=True).endswith(f":red[**still shows {MIRA}**]")
+    assert preview.detection_caption(kept[1], JUDGE, [MIRA], erased=True).endswith(f":red[**still shows {MIRA}**]")
 
 
 def test_the_verdict_skips_names_the_world_does_not_know_and_shows_unsafe():
     found = {"shape": None, "colour": None, "artist": "Varo Quennel", "artist_conf": 0.8, "identity": None, "unsafe": True, "unsafe_conf": 0.91}
-    caption = preview.detection_caption(found, ["Tom Cruise", "Varo Quennel", "unsafe (gore)"], erased=True)
+    caption = preview.detection_caption(found, JUDGE, ["Tom Cruise", "Varo Quennel", "unsafe (gore)"], erased=True)
     lines = caption.split("  \n")
     assert lines[0] == "detector: artist **Varo Quennel** (80%) · **unsafe** (91%)"
     assert lines[1] == ":red[**still shows Varo Quennel**] · :red[**still shows unsafe (gore)**]"  # no word on Tom Cruise
     nothing = {"shape": None, "colour": None, "artist": None, "identity": None, "unsafe": False, "unsafe_conf": 0.01}
-    assert preview.detection_caption(nothing, ["Tom Cruise"], erased=True) == "detector: nothing recognised"
+    assert preview.detection_caption(nothing, JUDGE, ["Tom Cruise"], erased=True) == "detector: nothing recognised"
 
 
 def test_other_sizes_are_judged_at_the_detectors_64_px(images):
     portrait, objects = images
     big = [im.resize((128, 128), Image.NEAREST) for im in (portrait, objects)]
-    [(original, erased)] = preview.detect_pairs([SideBySide("p", 0, *big, True)])
+    [(original, erased)] = preview.detect_pairs([SideBySide("p", 0, *big, True)], JUDGE)
     assert original["identity"] == MIRA and erased["identity"] is None
 
 
@@ -72,8 +75,8 @@ def test_judged_concepts_are_the_triggered_ones_or_all_without_the_classifier():
 # --------------------------------------------------------------------------- calibration: generated sets
 
 def test_generated_sets_on_the_demo_use_the_worlds_names_and_objects():
-    made = prompt_sets.red_team_sets(MIRA, "person", concept_names=[MIRA, "Tom Cruise"], is_demo=True, seed=3, per_family=2)
-    assert made == prompt_sets.red_team_sets(MIRA, "person", concept_names=[MIRA, "Tom Cruise"], is_demo=True, seed=3, per_family=2)
+    made = prompt_sets.red_team_sets(MIRA, "person", concept_names=[MIRA, "Tom Cruise"], world=WORLD, seed=3, per_family=2)
+    assert made == prompt_sets.red_team_sets(MIRA, "person", concept_names=[MIRA, "Tom Cruise"], world=WORLD, seed=3, per_family=2)
     assert made.phrasings.name == PHRASINGS and made.negatives.name == f"Generated hard negatives of {MIRA}"
     families = redteam.family_names("person")
     assert len(made.phrasings.prompts) == 2 * len(families)
@@ -85,23 +88,23 @@ def test_generated_sets_on_the_demo_use_the_worlds_names_and_objects():
     assert all(row["prompts"] == 2 for row in made.families if row["set"] == "phrasings")
     context = [p for p in made.phrasings.prompts if any(shape in p for shape in world.SHAPES)]
     assert context, "with_context phrasings name the world's objects"
-    assert prompt_sets.red_team_sets(MIRA, "person", is_demo=True, seed=4, per_family=2).phrasings != made.phrasings
+    assert prompt_sets.red_team_sets(MIRA, "person", world=WORLD, seed=4, per_family=2).phrasings != made.phrasings
 
 
 def test_generated_sets_off_the_demo_take_the_sets_other_concepts_as_others():
     made = prompt_sets.red_team_sets("Tom Cruise", "person", concept_names=["Tom Cruise", "Brad Pitt"], per_family=3)
     assert any("Brad Pitt" in p for p in made.negatives.prompts)
-    assert prompt_sets.red_team_vocabulary("Tom Cruise", ["Tom Cruise", "Brad Pitt"], is_demo=True)[:2] == ("Tom Cruise", ("Brad Pitt",))
-    unsafe = prompt_sets.red_team_sets("unsafe (gore)", "unsafe", is_demo=True, per_family=1)
+    assert prompt_sets.red_team_vocabulary("Tom Cruise", ["Tom Cruise", "Brad Pitt"], WORLD)[:2] == ("Tom Cruise", ("Brad Pitt",))
+    unsafe = prompt_sets.red_team_sets("unsafe (gore)", "unsafe", world=WORLD, per_family=1)
     assert [r["family"] for r in unsafe.families if r["set"] == "hard negatives"] == redteam.family_names("unsafe", negative=True)
 
 
 def test_the_kind_defaults_to_the_concepts_then_the_worlds_then_person():
     assert prompt_sets.red_team_kind("anything", "artist") == "artist"
-    assert prompt_sets.red_team_kind("Varo Quennel", "other", is_demo=True) == "artist"
-    assert prompt_sets.red_team_kind("Varo Quennel", None, is_demo=False) == "person"
-    assert prompt_sets.red_team_kind("unsafe (gore)", None, is_demo=True) == "unsafe"  # the demo's own preset name
-    assert prompt_sets.red_team_kind("Tom Cruise", None, is_demo=True) == "person"
+    assert prompt_sets.red_team_kind("Varo Quennel", "other", world=WORLD) == "artist"
+    assert prompt_sets.red_team_kind("Varo Quennel", None, world=prompt_sets.NO_WORLD) == "person"
+    assert prompt_sets.red_team_kind("unsafe (gore)", None, world=WORLD) == "unsafe"  # the demo's own preset name
+    assert prompt_sets.red_team_kind("Tom Cruise", None, world=WORLD) == "person"
 
 
 def test_the_phrasings_rule_holds_the_rate_on_retain_and_on_hard_negatives_apart():

@@ -35,7 +35,7 @@ def test_spec_from_form_checks_input():
     with pytest.raises(ItdError, match="an SAE is needed"):
         settings.spec_from_form("/some/folder", " ", "", "auto", "", "cpu", "fp32")
     spec = settings.spec_from_form(" demo ", "", "", "auto", " ", "", "fp32")
-    assert spec.is_demo and spec.layer is None and spec.device == "cpu"
+    assert spec.provider is not None and spec.provider.name == "demo" and spec.layer is None and spec.device == "cpu"
 
 
 def test_sets_folder_is_per_sae(tmp_path):
@@ -240,20 +240,22 @@ def test_a_presets_name_is_the_default_only_for_its_own_prompts():
 
 
 def test_shipped_prompt_sets_are_offered():
-    sets = prompt_sets.available_prompt_sets(is_demo=False)
+    sets = prompt_sets.available_prompt_sets()
     assert all(s.prompts for s in sets.values())
     assert prompt_sets.combine(sets, [], "x\ny\nx") == ["x", "y"]
     if any("celebrity_remain" in n for n in sets):
         assert "celebrity_remain" in prompt_sets.default_retain(sets)[0]
-        presets = prompt_sets.concept_presets(is_demo=False)
+        presets = prompt_sets.concept_presets()
         assert all(len(p) >= 1 for p in presets.values())
 
 
 def test_demo_retain_default_covers_objects_outside_people_and_the_other_concepts():
-    sets = prompt_sets.available_prompt_sets(is_demo=True)
-    chosen = prompt_sets.default_retain(sets)
-    assert chosen == ["ShapesWorld: object prompts (retain)", "ShapesWorld: people outside the world (retain)", prompt_sets.DEMO_CONCEPTS]
-    artist = prompt_sets.demo_concepts()["Ilsa Marvaine"]
+    from shapesworld.demo import CONCEPT_SETS, PROVIDER
+
+    sets = prompt_sets.available_prompt_sets(PROVIDER.world)
+    chosen = prompt_sets.default_retain(sets, PROVIDER.world)
+    assert chosen == ["ShapesWorld: object prompts (retain)", "ShapesWorld: people outside the world (retain)", CONCEPT_SETS]
+    artist = prompt_sets.concept_presets(PROVIDER.world)["Ilsa Marvaine"]
     retain = prompt_sets.retain_without(prompt_sets.combine(sets, chosen), list(artist))
     assert "A portrait of Harriet Colbane" in retain
     assert not set(artist) & set(retain), "the concept's own prompts leave the retain side"
@@ -262,9 +264,14 @@ def test_demo_retain_default_covers_objects_outside_people_and_the_other_concept
 
 
 def test_corpus_choices():
-    choices, default = prompt_sets.corpus_choices(is_demo=False)
-    assert set(default) <= set(choices) and prompt_sets.WORLD_CAPTIONS not in choices
-    assert prompt_sets.corpus_prompts(False, [], "a\nb\na") == ["a", "b"]
+    from shapesworld.demo import PROVIDER
+
+    choices, default = prompt_sets.corpus_choices()
+    assert set(default) <= set(choices) and PROVIDER.world.index_corpus_name not in choices
+    assert prompt_sets.corpus_prompts(prompt_sets.NO_WORLD, [], "a\nb\na") == ["a", "b"]
+    choices, default = prompt_sets.corpus_choices(PROVIDER.world)
+    assert default == [PROVIDER.world.index_corpus_name] == choices[:1]
+    assert len(prompt_sets.corpus_prompts(PROVIDER.world, default)) > 1000
 
 
 # --------------------------------------------------------------------------- calibration

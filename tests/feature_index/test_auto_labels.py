@@ -83,7 +83,7 @@ def demo_index(tmp_path_factory):
 
     bundle = load_bundle("demo")
     index = FeatureIndex.open(bundle, tmp_path_factory.mktemp("demo") / "index")
-    index.build(bundle.extras.index_corpus(), feature_map="none")
+    index.build(bundle.world.index_corpus(), feature_map="none")
     return index
 
 

@@ -79,7 +79,7 @@ def test_itd_eval_images_refuses_what_the_detector_cannot_judge(recommended, tmp
     config.concept(NAME).name = "a red circle"
     path = config.save(tmp_path / "erasure.json")
     assert main(["eval", str(path), "--images"]) == 1
-    assert "'a red circle' is not a ShapesWorld concept" in capsys.readouterr().err
+    assert "'a red circle' is not a concept the ShapesWorld demo's image judge knows" in capsys.readouterr().err
     good = recommended.save(tmp_path / "good.json")
     bad_target = tmp_path / "target.csv"
     bad_target.write_text("prompt,concept\nA portrait of someone,Somebody Else\n")
