@@ -1,7 +1,8 @@
 """ItD Explorer: the Streamlit app (``streamlit run app.py``).
 
 This file is the ``st.navigation`` entrypoint and the shared frame: the sidebar's Model & SAE
-form and status on every page; the pages themselves are UI only (``pages/``), their logic is in
+form and status on every page; the pages themselves are UI only (``views/``: not ``pages/``, which would put Streamlit in its
+legacy multipage mode), their logic is in
 ``app_support`` and ``itd_core``. Defaults come from environment variables
 (:mod:`app_support.settings`: ``ITD_APP_MODEL``, ``ITD_APP_SAE``, ``ITD_APP_LAYER``, ``ITD_SETS_DIR``, ...);
 with none set, the app opens the ShapesWorld demo.
@@ -20,7 +21,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import streamlit as st  # noqa: E402
 
-from pages import common  # noqa: E402
+from views import common  # noqa: E402
 
 st.set_page_config(page_title="ItD Explorer", page_icon=":material/cleaning_services:", layout="wide")
 # Multiselect chips show their whole text: Streamlit cuts them after a few words, and prompt-set names are longer.
@@ -73,8 +74,4 @@ with st.sidebar:
 loaded = common.try_bundle()
 if loaded is not None:
     common.prepare_index(loaded)
-st.session_state[common.K_FRAME] = True
-try:
-    navigation.run()
-finally:
-    st.session_state.pop(common.K_FRAME, None)
+navigation.run()

@@ -1,4 +1,4 @@
-"""UI-free logic behind the Streamlit app (``app.py`` + ``pages/``).
+"""UI-free logic behind the Streamlit app (``app.py`` + ``views/``).
 
 Everything here is plain Python on top of :mod:`itd_core` (and :mod:`feature_index` where it
 exists), so it is tested with pytest without Streamlit:

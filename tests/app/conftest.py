@@ -24,30 +24,6 @@ def demo_ready(*, generation: bool = True) -> bool:
 TIMEOUT = 120  # the first run imports torch, transformers and diffusers
 
 
-@pytest.fixture(autouse=True)
-def navigation_mode(monkeypatch):
-    """Run app.py on every AppTest run, as the server does.
-
-    Streamlit runs a ``pages/`` file on its own (the old multipage mode) until some run of the process has
-    called ``st.navigation``, and AppTest resets that flag before each run, so each run after the first
-    would execute the page without app.py's frame (no sidebar) and lose its widget events to the frame's
-    rerun (:func:`pages.common.frame`). This makes the old mode run the entrypoint instead.
-    """
-    import types
-
-    from streamlit.runtime.pages_manager import PagesManager
-    from streamlit.runtime.scriptrunner import script_runner
-
-    def run_entrypoint(main_script_path: str) -> None:
-        PagesManager.uses_pages_directory = False
-        module = types.ModuleType("__main__")
-        module.__file__ = main_script_path
-        source = Path(main_script_path).read_text(encoding="utf-8")
-        exec(compile(source, main_script_path, "exec"), module.__dict__)  # noqa: S102 - the app under test
-
-    monkeypatch.setattr(script_runner, "_mpa_v1", run_entrypoint)
-
-
 @pytest.fixture()
 def app_env(monkeypatch, tmp_path, tiny_pipeline_dir, tiny_sae_dir):
     """Environment that makes the sidebar default to the tiny bundle; returns the tmp folder."""

@@ -202,8 +202,7 @@ def test_journey_inspect_search_calibrate_preview_export_classify(server, browse
     page.set_default_timeout(STEP)
     app = Journey(page)
     try:
-        # 0. A fresh server's first request is a deep link: the page still comes inside the app's frame
-        #    (Streamlit would run a pages/ file alone; pages.common.frame() reruns it through app.py).
+        # 0. A fresh server's first request is a deep link: the page comes inside the app's frame (sidebar).
         page.goto(f"{url}/deactivation_set")
         app.see("fingerprint")
         page.get_by_role("heading", name="Deactivation set").first.wait_for()
@@ -232,7 +231,7 @@ def test_journey_inspect_search_calibrate_preview_export_classify(server, browse
         page.mouse.up()  # a click on the centre of the first cell: the strongest feature
         page.get_by_role("heading", name="Feature dashboard").first.wait_for()
         app.idle()
-        if demo:  # built when the app first opened (pages.common.prepare_index), with automatic labels
+        if demo:  # built when the app first opened (views.common.prepare_index), with automatic labels
             app.see("Automatic label:")
         else:
             app.clear_multiselect("Corpus (prompt sets)")

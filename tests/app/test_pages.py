@@ -21,7 +21,7 @@ def problems(at) -> list[str]:
 
 
 def go(at, page: str):
-    return at.switch_page(f"pages/{page}.py").run()
+    return at.switch_page(f"views/{page}.py").run()
 
 
 def set_file(app_env):
@@ -124,7 +124,7 @@ def test_itd_and_saelens_saes_load_the_same(app_env, monkeypatch, tmp_path, sae_
     """The sidebar takes the paper's ItD format and SAELens folders; the fingerprint does not depend on the format."""
     from streamlit.testing.v1 import AppTest
 
-    from itd_core.sae_io import save_sae
+    from itd_core.sae_formats import save_sae
     from tests.app.conftest import APP
     from tests.tiny_models import build_tiny_sae
 

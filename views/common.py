@@ -29,37 +29,18 @@ K_SET = "itd.set"  # name of the current deactivation set
 K_HISTORY = "itd.history"  # {sets folder: {set name: [config JSON before each change]}}
 K_FEATURE = "itd.feature"  # feature shown on the dashboard
 K_FLASH = "itd.flash"  # messages to show once, after a rerun
-K_FRAME = "itd.frame"  # set by app.py while it runs (the shared frame is around this page)
 
 PAGES = {
-    "model": "pages/model.py",
-    "inspector": "pages/token_inspector.py",
-    "dashboard": "pages/feature_dashboard.py",
-    "concepts": "pages/concept_search.py",
-    "set": "pages/deactivation_set.py",
-    "calibration": "pages/calibration.py",
-    "preview": "pages/preview.py",
-    "map": "pages/feature_map.py",
-    "export": "pages/export_import.py",
+    "model": "views/model.py",
+    "inspector": "views/token_inspector.py",
+    "dashboard": "views/feature_dashboard.py",
+    "concepts": "views/concept_search.py",
+    "set": "views/deactivation_set.py",
+    "calibration": "views/calibration.py",
+    "preview": "views/preview.py",
+    "map": "views/feature_map.py",
+    "export": "views/export_import.py",
 }
-
-
-# --------------------------------------------------------------------------- the frame
-
-def frame() -> None:
-    """Make sure this page runs inside app.py's frame; every page calls it first.
-
-    Streamlit 1.67 still runs a file of a ``pages/`` folder on its own (the old multipage mode) until
-    some run has called ``st.navigation``: for the first deep link (``/preview``) a fresh server serves,
-    and for every run of ``AppTest``. Such a run has no sidebar, so it switches the process to
-    ``st.navigation`` mode and reruns, which goes through app.py to the same page.
-    """
-    if st.session_state.get(K_FRAME):
-        return
-    from streamlit.runtime.pages_manager import PagesManager
-
-    PagesManager.uses_pages_directory = False
-    st.rerun()
 
 
 # --------------------------------------------------------------------------- errors and messages

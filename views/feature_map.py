@@ -7,9 +7,8 @@ import streamlit as st
 
 from app_support import sets as set_ops
 from app_support.prompt_sets import lines
-from pages import common
+from views import common
 
-common.frame()
 MAX_POINTS = 100_000  # drawn at once; above that a seeded sample (plus the set's features)
 
 st.title("Feature map")

@@ -7,9 +7,8 @@ import streamlit as st
 from app_support import exporting
 from app_support import sets as set_ops
 from app_support.preview import missing_thresholds
-from pages import common
+from views import common
 
-common.frame()
 st.title("Export / import")
 loaded = common.bundle()
 set_name, config = common.current_set(loaded)

@@ -5,11 +5,10 @@ import streamlit as st
 from app_support import sets as set_ops
 from app_support.concepts import KINDS, TEMPLATES, concept_prompts, default_name
 from app_support.prompt_sets import available_prompt_sets, combine, concept_presets, default_retain, retain_without
-from itd_core.concept import DEFAULT_TOP_N
+from itd_core.defaults import DEFAULT_TOP_N
 from itd_core.errors import ItdError
-from pages import common
+from views import common
 
-common.frame()
 K_RESULT = "itd.concept.result"
 RESULT_WIDGETS = ("w.concept.target", "concept.table")  # keyed widgets keep their state: each result starts them afresh
 

@@ -8,10 +8,10 @@ from PIL import Image
 from app_support import preview as logic
 from app_support.prompt_sets import lines
 from itd_core.errors import ItdError
+from itd_core.defaults import GUIDANCE, STEPS
 from itd_core.pipeline import GenerationCache, GenerationSettings, generate_side_by_side, side_by_side_image
-from pages import common
+from views import common
 
-common.frame()
 K_RESULTS = "itd.preview.results"
 
 st.title("Preview")
@@ -34,13 +34,13 @@ text = common.keep("itd.preview.prompts", st.text_area("Prompts (targets and non
                                                        key=common.remember("itd.preview.prompts", default_prompts()), height=110))
 c1, c2, c3, c4, c5 = st.columns(5)
 seeds_text = common.keep("itd.preview.seeds", c1.text_input("Seeds", key=common.remember("itd.preview.seeds", "0"), help="e.g. 0, 1, 2 or 0-3"))
-steps = common.keep("itd.preview.steps", c2.slider("Steps", 1, 50, key=common.remember("itd.preview.steps", 20)))
+steps = common.keep("itd.preview.steps", c2.slider("Steps", 1, 50, key=common.remember("itd.preview.steps", STEPS)))
 sizes = ["model default", 64, 128, 256, 384, 512]
 native = loaded.world.image_size or (logic.native_size(loaded.model_path) if loaded.model_path is not None else None)
 small = native is not None and native <= 256
 size = common.keep("itd.preview.size", c3.selectbox("Size (px)", sizes, key=common.remember("itd.preview.size", "model default" if small else 256),
                                                     help="CPU-friendly default: the model's own size up to 256 px"))
-guidance = common.keep("itd.preview.guidance", c4.slider("Guidance", 1.0, 12.0, step=0.5, key=common.remember("itd.preview.guidance", 6.0)))
+guidance = common.keep("itd.preview.guidance", c4.slider("Guidance", 1.0, 12.0, step=0.5, key=common.remember("itd.preview.guidance", GUIDANCE)))
 scheduler = common.keep("itd.preview.scheduler", c5.selectbox("Scheduler", list(logic.SCHEDULERS), key=common.remember("itd.preview.scheduler", "model default")))
 strengths = ["as in the set", -0.5, -1.0, -2.0, -3.0, -4.0, -6.0, -8.0, 0.0]
 edit_strength = common.keep("itd.preview.strength", st.select_slider(

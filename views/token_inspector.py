@@ -5,9 +5,8 @@ import streamlit as st
 
 from app_support.inspection import compare, heatmap_features
 from app_support.prompt_sets import lines
-from pages import common
+from views import common
 
-common.frame()
 st.title("Token inspector")
 st.caption("Each token's strongest SAE features at the hooked layer (position 0, BOS, is never used by ItD and is not shown).")
 

@@ -9,9 +9,8 @@ import streamlit as st
 
 from app_support import sets as set_ops
 from itd_core.errors import ItdError
-from pages import common
+from views import common
 
-common.frame()
 st.title("Feature dashboard")
 loaded = common.bundle()
 n = loaded.sae.n_latents

@@ -2,9 +2,8 @@
 
 import streamlit as st
 
-from pages import common
+from views import common
 
-common.frame()
 st.title("ItD Explorer")
 st.caption("Look inside a diffusion model's text encoder with a TopK sparse autoencoder, and erase concepts "
            "with Interpret-then-Deactivate (ItD): a concept's SAE features are deactivated only for prompts that "

@@ -7,9 +7,8 @@ import streamlit as st
 
 from app_support import sets as set_ops
 from itd_core.errors import ItdError
-from pages import common
+from views import common
 
-common.frame()
 st.title("Deactivation set")
 loaded = common.bundle()
 store = common.store(loaded)

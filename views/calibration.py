@@ -9,9 +9,8 @@ from app_support.calibration import ConceptScores, choose_threshold, features_ha
 from app_support.prompt_sets import (RED_TEAM_KINDS, available_prompt_sets, combine, default_retain, generated_negatives_name,
                                      generated_phrasings_name, lines, red_team_kind, red_team_sets, retain_without)
 from itd_core.errors import ItdError
-from pages import common
+from views import common
 
-common.frame()
 K_SCORES = "itd.calib.scores"
 RULES = {"paper": "Paper: 0.99 x lowest target score", "fpr": "False-positive rate on the retain set",
          "phrasings": "Phrasings: false-positive rate on retain + generated hard negatives", "manual": "By hand"}
