@@ -154,11 +154,3 @@ def classify(adapter: TextEncoderAdapter, sae: TopKSAE, config: ErasureConfig, p
         rows.append({"concept": concept.name, "score": float(score), "threshold": concept.threshold, "triggers": triggers})
     return Verdict(prompt=prompt, edited=any(r["triggers"] for r in rows), rows=rows, truncated=batch.truncated[0])
 
-
-def histogram_frame(scores: ConceptScores) -> dict[str, list]:
-    """Long-form columns (group, score) for a histogram of the three groups."""
-    groups = [("target", scores.target), ("retain", scores.retain), ("general", scores.general)]
-    return {
-        "group": [name for name, values in groups for _ in range(len(values))],
-        "score": [float(v) for _, values in groups for v in values],
-    }

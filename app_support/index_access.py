@@ -15,10 +15,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from itd_core.errors import ItdError
-
 from feature_index import FeatureIndex
 from feature_index.layout import default_index_dir
+from itd_core.errors import ItdError
 
 NOT_BUILT = "feature index not built yet for this SAE: build it (corpus statistics, FAISS index, feature map)"
 
@@ -27,10 +26,6 @@ NOT_BUILT = "feature index not built yet for this SAE: build it (corpus statisti
 class IndexHandle:
     index: object | None
     message: str = ""
-
-    @property
-    def available(self) -> bool:
-        return self.index is not None
 
     @property
     def has_stats(self) -> bool:

@@ -13,13 +13,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,12 +24,6 @@ sys.path.insert(0, str(ROOT))
 
 CHROMIUM = "/usr/bin/chromium"
 PROMPTS = ["A portrait of Mira Castellane", "a red circle on a white background"]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _prepare_set(folder: Path) -> Path:
@@ -75,28 +66,14 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     from playwright.sync_api import sync_playwright
 
+    from app_support.serving import app_server
+
     folder = Path(tempfile.mkdtemp(prefix="bench-preview-"))
     set_file = _prepare_set(folder)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "ITD_SETS_DIR": str(folder / "sets"),
            "ITD_CACHE_DIR": str(folder / "cache"), "ITD_INDEX_DIR": str(folder / "index")}
-    port = _free_port()
-    log = open(folder / "streamlit.log", "w")
-    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true",
-                               "--server.port", str(port), "--server.address", "127.0.0.1"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
     timings: list[float] = []
-    try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                    if response.read() == b"ok":
-                        break
-            except OSError:
-                pass
-            if server.poll() is not None or time.time() > deadline:
-                raise SystemExit(f"streamlit did not start: {(folder / 'streamlit.log').read_text()[-2000:]}")
-            time.sleep(0.5)
+    with app_server(env, folder / "streamlit.log") as (url, _):
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"])
             page = browser.new_page(viewport={"width": 1400, "height": 1400})
@@ -131,10 +108,6 @@ def main(argv=None) -> int:
                     timings.append(time.perf_counter() - started)
                 print(f"click {click}: {time.perf_counter() - started:.2f} s{' (warm-up)' if not click else ''}", file=sys.stderr)
             browser.close()
-    finally:
-        server.terminate()
-        server.wait(timeout=20)
-        log.close()
 
     library = _library_seconds(set_file, args.clicks, args.steps)
     print(f"Preview, 2 prompts x {args.steps} steps (warm, no cache), {args.clicks} clicks:")

@@ -47,8 +47,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from feature_index.faiss_index import RERANK_FACTOR, DecoderIndex, choose_factory, index_bytes, unit_rows  # noqa: E402
-from itd_core.prompts import read_prompts  # noqa: E402
 from itd_core.errors import ItdError  # noqa: E402
+from itd_core.prompts import read_prompts  # noqa: E402
 
 PROMPTS_DIR = Path(__file__).resolve().parents[1] / "itd_core" / "assets" / "prompts"
 CONCEPTS = {"Tom Cruise": ["A portrait of Tom Cruise", "Tom Cruise in an official photo", "An oil painting of Tom Cruise",
@@ -89,7 +89,7 @@ def wide_clip_adapter(width: int = 768, layers: int = 2):
 
 def bundle_of(adapter, sae, name: str):
     from itd_core.bundle import BundleSpec, ModelBundle
-    from itd_core.sae_io import weights_fingerprint
+    from itd_core.sae_formats import weights_fingerprint
 
     if sae.fingerprint is None:
         sae.fingerprint = weights_fingerprint(sae)

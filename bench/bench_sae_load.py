@@ -1,4 +1,4 @@
-"""Load time and peak memory of ``itd_core.sae_io.load_sae`` per checkpoint size and format.
+"""Load time and peak memory of ``itd_core.sae_formats.load_sae`` per checkpoint size and format.
 
 For each size a random SAE is written once per format into a temporary folder; then every load runs in a
 fresh child process that only imports, warms up on a tiny checkpoint, and loads. Peak extra RSS is the
@@ -53,7 +53,7 @@ def child(path: str, fmt: str, dtype: str, warmup: str) -> None:
     The peak is the process's VmHWM (peak RSS of its address space), reset just before the load. Not
     ``ru_maxrss``: Linux carries that over ``exec`` from the parent, so it would report the parent's peak.
     """
-    from itd_core.sae_io import load_sae
+    from itd_core.sae_formats import load_sae
 
     load_sae(warmup, format=fmt, dtype=dtype)  # first-call imports and allocator set-up are not counted
     gc.collect()
@@ -94,7 +94,7 @@ def _write_checkpoints(root: Path, latents: int, args: argparse.Namespace) -> tu
     import torch
 
     from itd_core.sae import SAEConfig, TopKSAE
-    from itd_core.sae_io import save_sae, weights_fingerprint
+    from itd_core.sae_formats import save_sae, weights_fingerprint
 
     cfg = SAEConfig(d_model=args.d_model, n_latents=latents, k=args.k)
     sae = TopKSAE.random(cfg, seed=latents, dtype=getattr(torch, STORE_DTYPES[args.store_dtype]))
@@ -111,7 +111,7 @@ def _write_checkpoints(root: Path, latents: int, args: argparse.Namespace) -> tu
 
 def _write_warmups(root: Path, args: argparse.Namespace) -> dict[str, Path]:
     from itd_core.sae import SAEConfig, TopKSAE
-    from itd_core.sae_io import save_sae
+    from itd_core.sae_formats import save_sae
 
     sae = TopKSAE.random(SAEConfig(d_model=8, n_latents=32, k=4))
     return {fmt: save_sae(sae, root / f"warmup_{fmt}", format=fmt) for fmt in args.format}

@@ -29,9 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from itd_core.errors import ItdError
-
 from feature_index.layout import check_fingerprint, read_json, write_json
+from itd_core.errors import ItdError
 
 FAISS_FILE = "decoder.faiss"
 SIDECAR_SUFFIX = ".json"

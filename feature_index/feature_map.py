@@ -31,10 +31,9 @@ from typing import Literal
 
 import numpy as np
 
-from itd_core.errors import ItdError
-
 from feature_index.faiss_index import unit_rows
 from feature_index.layout import check_fingerprint
+from itd_core.errors import ItdError
 
 MAPS_DIR = "maps"
 DEFAULT_SAMPLE = 20_000  # UMAP fit: ~2 min per 10k 768-d rows on 2 shared cores; kNN placement ~2.6 s per 10k vs a 10k sample

@@ -16,9 +16,10 @@ from feature_index.faiss_index import FLAT_MAX_FEATURES, RERANK_FACTOR, DecoderI
 from feature_index.feature_map import FeatureMap, Method, compute_feature_map, load_feature_map, map_params, save_feature_map
 from feature_index.layout import default_index_dir, init_index_folder, read_json, update_index_json
 from feature_index.search import PROFILES_DIR, ConceptSearchResult, RetainProfileCache, TextHit, concept_search, search_text
-from feature_index.stats import DEFAULT_TOP_K, BuildReport, CorpusStats, Example, FeatureStatistics, Progress, build_statistics
+from feature_index.stats import BuildReport, CorpusStats, Example, FeatureStatistics, Progress, build_statistics
 from feature_index.store import STORE_FILE, FeatureList, FeatureStore, Label
-from itd_core.concept import DEFAULT_TOP_N, PromptProfile, peak_activations
+from itd_core.concept import PromptProfile, peak_activations
+from itd_core.defaults import DEFAULT_TOP_K, DEFAULT_TOP_N
 from itd_core.errors import ItdError
 
 STATS_DIR = "stats"
@@ -53,9 +54,6 @@ class Labels:
 
     def set(self, feature: int, label: str, author: str | None = None) -> None:
         self._store.set_label(feature, label, author)
-
-    def set_many(self, labels: dict[int, str], author: str | None = None) -> None:
-        self._store.set_labels(labels, author)
 
     def delete(self, feature: int, author: str | None = None) -> None:
         self._store.delete_label(feature, author)

@@ -34,7 +34,8 @@ from pydantic import BaseModel, Field
 from feature_index.auto_labels import AUTO_MARK
 from feature_index.layout import check_fingerprint
 from feature_index.tokens import normalize_token
-from itd_core.concept import DEFAULT_TOP_N, ConceptSelection, FeatureEvidence, PromptProfile, select_concept
+from itd_core.concept import ConceptSelection, FeatureEvidence, PromptProfile, select_concept
+from itd_core.defaults import DEFAULT_TOP_N
 from itd_core.encoders import TextEncoderAdapter
 from itd_core.errors import ItdError
 from itd_core.prompts import expand_templates, prompts_hash
@@ -65,7 +66,8 @@ def profile_from_arrays(arrays: dict[str, np.ndarray], metadata: dict[str, str])
 
 
 class RetainProfileCache:
-    """PromptProfiles of retain sets, in memory (a few) and on disk (all)."""
+    """PromptProfiles of retain sets, in memory (a few) and on disk (all); safe to share between threads (where a
+    profile came from is returned by :meth:`lookup`, not kept on the object)."""
 
     def __init__(self, folder: Path, fingerprint: str, layer: str, encoder_key: str, memory_items: int = 8):
         self.folder = Path(folder)
@@ -75,13 +77,17 @@ class RetainProfileCache:
         self._memory: OrderedDict[str, PromptProfile] = OrderedDict()
         self._memory_items = memory_items
         self._lock = threading.Lock()
-        self.last_hit: str | None = None  # "memory", "disk" or None (computed)
 
     def path_for(self, top_n: int, phash: str) -> Path:
         key = hashlib.sha256(json.dumps([self.fingerprint, self.layer, self.encoder_key]).encode()).hexdigest()[:8]
         return self.folder / f"retain-n{top_n}-{phash}-{key}.safetensors"
 
     def get(self, adapter: TextEncoderAdapter, sae: TopKSAE, prompts: Sequence[str], top_n: int, batch_size: int = 32) -> PromptProfile:
+        return self.lookup(adapter, sae, prompts, top_n, batch_size)[0]
+
+    def lookup(self, adapter: TextEncoderAdapter, sae: TopKSAE, prompts: Sequence[str], top_n: int,
+               batch_size: int = 32) -> tuple[PromptProfile, str | None]:
+        """The profile, and where it came from: "memory", "disk", or None (computed now)."""
         from safetensors import safe_open
         from safetensors.numpy import save
 
@@ -94,9 +100,8 @@ class RetainProfileCache:
         with self._lock:
             if path.name in self._memory:
                 self._memory.move_to_end(path.name)
-                self.last_hit = "memory"
-                return self._memory[path.name]
-        profile = None
+                return self._memory[path.name], "memory"
+        profile, source = None, None
         if path.is_file():
             try:
                 with safe_open(str(path), framework="numpy") as handle:
@@ -104,8 +109,7 @@ class RetainProfileCache:
                     arrays = {name: handle.get_tensor(name) for name in handle.keys()}
                 check_fingerprint(meta.get("fingerprint"), self.fingerprint, "the cached retain profile", path.parent)
                 if int(meta["n_prompts"]) == len(prompts) and arrays["in_top_n"].shape[0] == sae.n_latents:
-                    profile = profile_from_arrays(arrays, meta)
-                    self.last_hit = "disk"
+                    profile, source = profile_from_arrays(arrays, meta), "disk"
             except ItdError:
                 raise
             except Exception:  # noqa: BLE001 - a truncated cache file: recompute and overwrite it (it is only a cache)
@@ -115,12 +119,11 @@ class RetainProfileCache:
             arrays, meta = profile_to_arrays(profile)
             meta.update(fingerprint=self.fingerprint, layer=self.layer, encoder=self.encoder_key)
             atomic_write_bytes(path, save(arrays, metadata=meta))
-            self.last_hit = None
         with self._lock:
             self._memory[path.name] = profile
             while len(self._memory) > self._memory_items:
                 self._memory.popitem(last=False)
-        return profile
+        return profile, source
 
 
 # --------------------------------------------------------------------------- concept search
@@ -201,8 +204,8 @@ def concept_search(
         if not retain:
             raise ItdError("the retain set is empty: give prompts the concept search should leave alone")
         if profiles is not None:
-            retain_profile = profiles.get(adapter, sae, retain, top_n, batch_size)
-            cached = profiles.last_hit is not None
+            retain_profile, source = profiles.lookup(adapter, sae, retain, top_n, batch_size)
+            cached = source is not None
         else:
             retain_profile = PromptProfile.build(adapter, sae, retain, top_n, batch_size)
     else:

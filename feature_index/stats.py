@@ -47,15 +47,15 @@ import numpy as np
 import torch
 from pydantic import BaseModel, Field
 
+from feature_index.layout import check_fingerprint, read_json, write_json
+from feature_index.tokens import display_pieces, normalize_token, word_of_tokens
 from itd_core.activation_cache import ActivationCache, encoder_identity
 from itd_core.atomic import atomic_write_bytes
+from itd_core.defaults import DEFAULT_TOP_K
 from itd_core.encoders import TextEncoderAdapter
 from itd_core.errors import ItdError
 from itd_core.prompts import prompts_hash
 from itd_core.sae import TopKSAE
-
-from feature_index.layout import check_fingerprint, read_json, write_json
-from feature_index.tokens import display_pieces, normalize_token, word_of_tokens
 
 STATS_FORMAT = "itd-feature-stats"
 STATS_VERSION = 1
@@ -66,7 +66,6 @@ TOP_TOKENS_FILE = "top_tokens.parquet"
 PARTIAL_FILE = "partial.safetensors"
 LOCK_FILE = ".lock"
 
-DEFAULT_TOP_K = 20
 HIST_BINS = 64
 HIST_LOG10_RANGE = (-3.0, 3.0)  # bins cover 1e-3 .. 1e3, log-spaced
 CONTEXT_TOKENS = 8

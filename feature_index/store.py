@@ -29,9 +29,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from itd_core.errors import ItdError
-
 from feature_index.layout import check_fingerprint
+from itd_core.errors import ItdError
 
 STORE_FILE = "store.sqlite"
 SCHEMA_VERSION = 1
@@ -197,19 +196,6 @@ class FeatureStore:
             db.execute("INSERT INTO labels VALUES(?, ?, ?, ?) ON CONFLICT(feature) DO UPDATE SET label=excluded.label, author=excluded.author, updated=excluded.updated",
                        (feature, label, author, now))
             db.execute("INSERT INTO label_history(feature, label, author, at) VALUES(?, ?, ?, ?)", (feature, label, author, now))
-
-    def set_labels(self, labels: dict[int, str], author: str | None = None) -> None:
-        """Several labels in one transaction."""
-        checked = {self.check_feature(f): str(text).strip() for f, text in labels.items()}
-        now = time.time()
-        with self._write() as db:
-            for feature, label in checked.items():
-                if label:
-                    db.execute("INSERT INTO labels VALUES(?, ?, ?, ?) ON CONFLICT(feature) DO UPDATE SET label=excluded.label, author=excluded.author, updated=excluded.updated",
-                               (feature, label, author, now))
-                else:
-                    db.execute("DELETE FROM labels WHERE feature=?", (feature,))
-                db.execute("INSERT INTO label_history(feature, label, author, at) VALUES(?, ?, ?, ?)", (feature, label or None, author, now))
 
     def delete_label(self, feature: int, author: str | None = None) -> None:
         feature = self.check_feature(feature)

@@ -10,12 +10,15 @@ from collections.abc import Sequence
 from itd_core.errors import ItdError
 
 
-def add_bundle_options(parser: argparse.ArgumentParser) -> None:
+def add_bundle_options(parser: argparse.ArgumentParser, *, sae: bool = True) -> None:
+    """--bundle, --layer, --device, --dtype, and with ``sae`` the options that name the SAE (a command that makes
+    its SAE, ``itd sae train``, does not offer them)."""
     group = parser.add_argument_group("bundle")
     group.add_argument("--bundle", default="demo", help="'demo' (ShapesWorld, shipped) or a diffusers folder / hub id (default: demo)")
-    group.add_argument("--sae", help="SAE folder or hub repo (needed unless --bundle demo)")
-    group.add_argument("--sae-subfolder", help="subfolder inside a hub repo (the paper's repo has one per checkpoint step)")
-    group.add_argument("--sae-format", default="auto", choices=["auto", "itd", "saelens", "native"])
+    if sae:
+        group.add_argument("--sae", help="SAE folder or hub repo (needed unless --bundle demo)")
+        group.add_argument("--sae-subfolder", help="subfolder inside a hub repo (the paper's repo has one per checkpoint step)")
+        group.add_argument("--sae-format", default="auto", choices=["auto", "itd", "saelens", "native"])
     group.add_argument("--layer", help="hooked layer: index or path (default: the demo's layer; 8 for CLIP)")
     add_runtime_options(group)
 

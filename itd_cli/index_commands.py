@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from itd_cli.common import add_bundle_options, add_json_option, bundle_from_args, emit
+from itd_core.defaults import DEFAULT_TOP_K, DEFAULT_TOP_N
 from itd_core.errors import ItdError
 
 
@@ -194,7 +195,7 @@ def add_index_commands(commands) -> None:
     build = sub.add_parser("build", help="corpus statistics + FAISS decoder index (+ feature map); reuses or resumes earlier work")
     _add_index_options(build)
     build.add_argument("--corpus", action="extend", nargs="+", required=True, metavar="FILE", help="prompt files (.txt one per line, or .csv with a 'prompt' column)")
-    build.add_argument("--top-k", type=int, default=20, help="top examples kept per feature (default: 20)")
+    build.add_argument("--top-k", type=int, default=DEFAULT_TOP_K, help=f"top examples kept per feature (default: {DEFAULT_TOP_K})")
     build.add_argument("--batch-size", type=int, default=32, help="prompts per encoder batch")
     build.add_argument("--activation-cache", metavar="DIR", help="read activations from this activation cache of the same prompts")
     build.add_argument("--faiss", default="auto", choices=["auto", "Flat", "SQ8", "SQfp16"],
@@ -216,7 +217,7 @@ def add_index_commands(commands) -> None:
 
     top = sub.add_parser("top-examples", help="a feature's statistics and top activating corpus prompts")
     top.add_argument("feature_id", metavar="FEATURE_ID")
-    top.add_argument("-k", type=int, default=20)
+    top.add_argument("-k", type=int, default=DEFAULT_TOP_K)
     _add_index_options(top)
     top.set_defaults(handler=cmd_index_top_examples)
 
@@ -233,7 +234,7 @@ def add_index_commands(commands) -> None:
     concept.add_argument("--prompts", action="extend", nargs="+", metavar="FILE", help="concept prompts instead of templates")
     concept.add_argument("--templates", metavar="FILE", help="templates with '{}' for the name")
     concept.add_argument("--retain", action="extend", nargs="+", required=True, metavar="FILE")
-    concept.add_argument("--top-n", type=int, default=128)
+    concept.add_argument("--top-n", type=int, default=DEFAULT_TOP_N)
     concept.add_argument("--rank-by", default="itd", choices=["itd", "specificity"])
     concept.add_argument("--limit", type=int, default=30, help="rows shown in the text output")
     _add_index_options(concept)

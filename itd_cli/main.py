@@ -16,13 +16,14 @@ from pathlib import Path
 
 from itd_cli.common import add_bundle_options, add_json_option, add_runtime_options, bundle_for_config, bundle_from_args, emit, report_truncation
 from itd_core.atomic import file_lock
+from itd_core.defaults import DEFAULT_TOP_N, GUIDANCE, LEARNING_RATE, STEPS
 from itd_core.errors import ItdError
 
 # --------------------------------------------------------------------------- sae
 
 
 def cmd_sae_info(args) -> None:
-    from itd_core.sae_io import detect_format, load_sae
+    from itd_core.sae_formats import detect_format, load_sae
 
     path = Path(args.src)
     sae_format = detect_format(path) if args.format == "auto" else args.format
@@ -35,7 +36,7 @@ def cmd_sae_info(args) -> None:
 
 def cmd_sae_convert(args) -> None:
     from itd_core.encoders import parse_dtype
-    from itd_core.sae_io import detect_format, load_sae, save_sae
+    from itd_core.sae_formats import detect_format, load_sae, save_sae
 
     sae_format = detect_format(args.src) if args.format == "auto" else args.format
     sae = load_sae(args.src, format=sae_format, dtype=parse_dtype(args.dtype) if args.dtype else None)
@@ -431,13 +432,13 @@ def build_parser() -> argparse.ArgumentParser:
     convert.set_defaults(handler=cmd_sae_convert)
 
     train = sae.add_parser("train", help="train a TopK SAE on a layer's activations over prompt files")
-    add_bundle_options(train)
+    add_bundle_options(train, sae=False)
     train.add_argument("--prompts", action="extend", nargs="+", required=True, metavar="FILE")
     train.add_argument("--latents", type=int, required=True)
     train.add_argument("--k", type=int, required=True)
     train.add_argument("--steps", type=int)
     train.add_argument("--batch-size", type=int, default=4096, help="tokens per step")
-    train.add_argument("--lr", type=float, default=4e-4)
+    train.add_argument("--lr", type=float, default=LEARNING_RATE, help=f"Adam learning rate (default: {LEARNING_RATE:g})")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--cache-dir", help="activation cache folder (default: inside the output folder)")
     train.add_argument("-o", "--output", required=True)
@@ -452,7 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--prompts", action="extend", nargs="+", metavar="FILE", help="concept prompts")
     source.add_argument("--templates", metavar="FILE", help="templates with '{}' for the name")
     select.add_argument("--retain", action="extend", nargs="+", required=True, metavar="FILE")
-    select.add_argument("--top-n", type=int, default=128, help="top-N per prompt (paper: 128; 256 for art styles)")
+    select.add_argument("--top-n", type=int, default=DEFAULT_TOP_N, help=f"top-N per prompt (paper: {DEFAULT_TOP_N}; 256 for art styles)")
     select.add_argument("--strength", type=float, help="deactivation strength (default: the config's method and the concept's kind; "
                                                        "-8 for the paper's; with the recommended, -1 for people and artists, -3 for unsafe, -2 otherwise)")
     select.add_argument("--kind", choices=["person", "artist", "unsafe", "other"], help="what the concept is (generated phrasings depend on it; default: person)")
@@ -514,8 +515,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "prompt,concept; without it, the concepts' known templates and generated attack families and hard negatives")
     images.add_argument("--seeds", type=int, default=2, help="seeds per prompt (default: 2; each prompt x slot gets its own seed)")
     images.add_argument("--per-family", type=int, default=1, help="generated prompts per attack family without --target (default: 1)")
-    images.add_argument("--steps", type=int, default=20, help="denoising steps")
-    images.add_argument("--guidance", type=float, default=6.0)
+    images.add_argument("--steps", type=int, default=STEPS, help="denoising steps")
+    images.add_argument("--guidance", type=float, default=GUIDANCE)
     add_runtime_options(evaluate)
     add_json_option(evaluate)
     evaluate.set_defaults(handler=cmd_eval)
@@ -525,9 +526,9 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--erasure", metavar="erasure.json")
     generate.add_argument("--prompt", action="extend", nargs="+", required=True, help="one or more prompts (list them, or repeat --prompt)")
     generate.add_argument("--seed", type=int, default=0, help="seed of the first prompt (the next ones get seed+1, ...)")
-    generate.add_argument("--steps", type=int, default=20)
+    generate.add_argument("--steps", type=int, default=STEPS)
     generate.add_argument("--size", type=int, help="pixels (default: the model's)")
-    generate.add_argument("--guidance", type=float, default=6.0)
+    generate.add_argument("--guidance", type=float, default=GUIDANCE)
     generate.add_argument("--edit-strength", type=float, metavar="S",
                           help="with --erasure: multiply the triggered concepts' features by S in the edit (the classifier keeps the config's strengths)")
     generate.add_argument("--side-by-side", action="store_true", help="original left, erased right")

@@ -110,8 +110,7 @@ def encoder_identity(adapter: TextEncoderAdapter) -> dict:
     }
 
 
-def _positions_rule(adapter: TextEncoderAdapter) -> str:
-    return "all-except-0"
+POSITIONS_RULE = "all-except-0"  # every position but BOS, for every encoder
 
 
 def _build_key(identity: dict, phash: str, n_prompts: int, shard_tokens: int, world_size: int, positions: str) -> str:
@@ -146,19 +145,18 @@ def _select_positions(batch: TokenizedPrompts) -> torch.Tensor:
     return keep
 
 
-def _plan_shards(adapter: TextEncoderAdapter, prompts: Sequence[str], start: int, end: int, shard_tokens: int) -> list[tuple[int, int, int]]:
-    """Cut prompts ``[start, end)`` into consecutive ranges of at most ``shard_tokens`` tokens
-    (a single prompt longer than that gets a shard to itself). Returns ``(start, end, n_tokens)``."""
-    counts = [adapter.max_length - 1] * (end - start)
+def _plan_shards(adapter: TextEncoderAdapter, start: int, end: int, shard_tokens: int) -> list[tuple[int, int]]:
+    """Cut prompts ``[start, end)`` into consecutive ranges of at most ``shard_tokens`` tokens (every prompt
+    stores ``max_length - 1`` positions; a single prompt longer than that gets a shard to itself)."""
+    per_prompt = adapter.max_length - 1
     plan, first, total = [], start, 0
-    for offset, count in enumerate(counts):
-        index = start + offset
-        if total and total + count > shard_tokens:
-            plan.append((first, index, total))
+    for index in range(start, end):
+        if total and total + per_prompt > shard_tokens:
+            plan.append((first, index))
             first, total = index, 0
-        total += count
+        total += per_prompt
     if total:
-        plan.append((first, end, total))
+        plan.append((first, end))
     return plan
 
 
@@ -233,7 +231,7 @@ def build_activation_cache(
     rank, world_size = state.process_index, state.num_processes
     identity = encoder_identity(adapter)
     phash = prompts_hash(prompts)
-    positions = _positions_rule(adapter)
+    positions = POSITIONS_RULE
     key = _build_key(identity, phash, len(prompts), shard_tokens, world_size, positions)
 
     manifest_path = out_dir / MANIFEST_NAME
@@ -248,9 +246,9 @@ def build_activation_cache(
     out_dir.mkdir(parents=True, exist_ok=True)
 
     start, end = _rank_slice(len(prompts), rank, world_size)
-    plan = _plan_shards(adapter, prompts, start, end, shard_tokens) if end > start else []
+    plan = _plan_shards(adapter, start, end, shard_tokens) if end > start else []
     todo = []
-    for index, (first, last, _) in enumerate(plan):
+    for index, (first, last) in enumerate(plan):
         path = out_dir / shard_name(rank, index)
         meta = _read_shard_metadata(path) if path.is_file() else None
         if meta and meta.get("build_key") == key and meta.get("prompt_start") == str(first) and meta.get("prompt_end") == str(last):

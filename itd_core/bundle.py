@@ -15,7 +15,6 @@ layer (see :mod:`itd_core.pipeline`) acts on ``pipe(prompt=...)`` too.
 
 from __future__ import annotations
 
-import os
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -25,6 +24,7 @@ from pydantic import BaseModel, ConfigDict
 from itd_core.encoders import TextEncoderAdapter, parse_dtype
 from itd_core.erasure_config import METHOD_PRESETS, ErasureConfig, ModelRef, SAERef
 from itd_core.errors import ItdError
+from itd_core.hub import hub_snapshot
 from itd_core.providers import BundleProvider, WorldKnowledge
 from itd_core.providers import get as get_provider
 from itd_core.sae import TopKSAE
@@ -50,22 +50,6 @@ class BundleSpec(BaseModel):
         return get_provider(self.model)
 
 
-def _hub_download(repo_id: str, what: str, allow_patterns: list[str] | None = None) -> Path:
-    """Fetch from the Hugging Face hub into the usual cache (works offline when already cached)."""
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
-
-    try:
-        return Path(snapshot_download(repo_id, allow_patterns=allow_patterns))
-    except (LocalEntryNotFoundError, HfHubHTTPError, OSError, ValueError) as error:
-        offline = "HF_HUB_OFFLINE is set, and it" if os.environ.get("HF_HUB_OFFLINE") else "It"
-        raise ItdError(
-            f"could not fetch {what} '{repo_id}' from the Hugging Face hub: {offline} is not in the local cache "
-            f"({type(error).__name__}). Download it where you are online, or point at a local folder instead, "
-            f"e.g. --model /path/to/stable-diffusion-v1-4 (a diffusers folder with text_encoder/ and tokenizer/)."
-        ) from None
-
-
 def resolve_model_path(model: str, *, full_pipeline: bool = False) -> Path:
     """A local diffusers folder for ``model`` (a folder or a hub id)."""
     path = Path(model).expanduser()
@@ -76,7 +60,8 @@ def resolve_model_path(model: str, *, full_pipeline: bool = False) -> Path:
     if model.count("/") != 1 or model.startswith((".", "/", "~")):
         raise ItdError(f"model not found: {model!r} is neither a local folder nor a hub id like 'CompVis/stable-diffusion-v1-4'")
     patterns = None if full_pipeline else ["model_index.json", "text_encoder/*", "tokenizer/*"]
-    return _hub_download(model, "model", patterns)
+    return hub_snapshot(model, what="model", allow_patterns=patterns,
+                        local_hint="e.g. --model /path/to/stable-diffusion-v1-4, a diffusers folder with text_encoder/ and tokenizer/")
 
 
 def _load_text_encoder(folder: Path):
@@ -111,7 +96,7 @@ def sae_location(sae: str, subfolder: str | None = None) -> Path:
     provider = get_provider(sae)
     if provider is not None:
         return provider.sae_folder()
-    from itd_core.sae_io import resolve_sae_path
+    from itd_core.sae_formats import resolve_sae_path
 
     return resolve_sae_path(sae, subfolder)
 
@@ -133,7 +118,7 @@ class ModelBundle:
 
     @classmethod
     def load(cls, spec: BundleSpec | None = None, **overrides) -> "ModelBundle":
-        from itd_core.sae_io import detect_format, load_sae
+        from itd_core.sae_formats import detect_format, load_sae
 
         spec = (spec or BundleSpec()).model_copy(update=overrides)
         if spec.provider is None and spec.sae is None:
@@ -146,7 +131,7 @@ class ModelBundle:
 
     @property
     def fingerprint(self) -> str:
-        from itd_core.sae_io import weights_fingerprint
+        from itd_core.sae_formats import weights_fingerprint
 
         if self.sae.fingerprint is None:
             self.sae.fingerprint = weights_fingerprint(self.sae)

@@ -24,14 +24,13 @@ from dataclasses import dataclass
 import torch
 from pydantic import BaseModel, Field
 
-from itd_core.deactivation import PAPER_STRENGTH, ConceptFeatures
+from itd_core.deactivation import ConceptFeatures
+from itd_core.defaults import DEFAULT_TOP_N, PAPER_STRENGTH
 from itd_core.encoders import TextEncoderAdapter
 from itd_core.errors import ItdError
 from itd_core.prompts import prompts_hash
 from itd_core.sae import TopKSAE
 
-DEFAULT_TOP_N = 128
-STYLE_TOP_N = 256
 # The recommended selection (measured on ShapesWorld, README "Red-team benchmark"); the paper's is None / 0.
 RECOMMENDED_RETAIN_MARGIN = 0.25
 RECOMMENDED_MIN_SHARE = 0.2

@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Literal, get_args
 
 import torch
 
+from itd_core.defaults import PAPER_STRENGTH
 from itd_core.errors import ItdError
 from itd_core.prompt_folding import PromptFolding, fold_concept_prompt
 from itd_core.sae import TopKSAE
@@ -52,7 +53,6 @@ from itd_core.sae import TopKSAE
 if TYPE_CHECKING:
     from itd_core.encoders import TextEncoderAdapter
 
-PAPER_STRENGTH = -8.0
 ScorePositions = Literal["all", "prompt", "peak"]
 PEAK_TOKENS = 4  # score_positions="peak": the mean over this many of the prompt's highest-scoring tokens
 SCORE_POSITIONS: tuple[str, ...] = get_args(ScorePositions)
@@ -182,7 +182,7 @@ class Deactivator:
         )
         return error, hits, (batch, positions, d)
 
-    def _concept_deltas(self, hits: _Hits, coefficients: torch.Tensor, n_tokens: int):
+    def _concept_deltas(self, hits: _Hits, coefficients: torch.Tensor):
         """Sum of coefficient-weighted decoder rows per hit token. coefficients ``[C, H]`` -> ``([C, U, d], token ids [U])``."""
         unique_tokens, inverse = torch.unique(hits.token, return_inverse=True)
         deltas = torch.zeros(coefficients.shape[0], len(unique_tokens), hits.rows.shape[1], dtype=torch.float32, device=hits.rows.device)
@@ -206,7 +206,7 @@ class Deactivator:
         tokens = changed = None
         if len(hits.token):
             coefficients = (self._strength[:, hits.union_slot] - 1.0) * hits.value  # [C, H]
-            deltas, tokens = self._concept_deltas(hits, coefficients, batch * positions)
+            deltas, tokens = self._concept_deltas(hits, coefficients)
             changed = (error[tokens].unsqueeze(0) + deltas).square().sum(-1) - squared[tokens].unsqueeze(0)  # [C, U]
         if self.score_positions == "peak":
             return self._peak_scores(squared, tokens, changed, shape, weights)
@@ -295,7 +295,7 @@ class Deactivator:
             applied = applies.any(0)
             own = self._strength[first, hits.union_slot] if self.edit_strength is None else torch.full_like(hits.value, self.edit_strength)
             strength = torch.where(applied, own, torch.ones_like(hits.value))
-            deltas, tokens = self._concept_deltas(hits, ((strength - 1.0) * hits.value).unsqueeze(0), batch * positions)
+            deltas, tokens = self._concept_deltas(hits, ((strength - 1.0) * hits.value).unsqueeze(0))
             deltas = deltas[0]
         original = activations[:, 1:].reshape(batch * positions, d)
         if self.edit_output == "residual":

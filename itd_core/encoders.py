@@ -26,17 +26,20 @@ _LAYER_LISTS = {"clip": "encoder.layers", "bert": "encoder.layer"}
 _PAPER_PREFIX = "text_model."
 
 DTYPES = {
-    "fp32": torch.float32, "float32": torch.float32,
+    "fp32": torch.float32, "float32": torch.float32, "float": torch.float32,
     "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
-    "fp16": torch.float16, "float16": torch.float16,
+    "fp16": torch.float16, "float16": torch.float16, "half": torch.float16,
 }
 
 
 def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    """A torch dtype as given, or one named like ``"bf16"``, ``"float16"`` or ``"torch.float32"`` (any case)."""
     if isinstance(dtype, torch.dtype):
         return dtype
+    if not isinstance(dtype, str):
+        raise ItdError(f"dtype must be a torch dtype or a string, got {type(dtype).__name__}")
     try:
-        return DTYPES[dtype.lower()]
+        return DTYPES[dtype.strip().lower().removeprefix("torch.")]
     except KeyError:
         raise ItdError(f"unknown dtype {dtype!r}; use one of {', '.join(sorted(DTYPES))}") from None
 

@@ -18,7 +18,7 @@ Schema (version 1)::
                     "prompts": ["A portrait of Tom Cruise", "..."], "notes": ""}]
     }
 
-``sae.sha256`` is :func:`itd_core.sae_io.weights_fingerprint`: a sha256 of the weights in a
+``sae.sha256`` is :func:`itd_core.sae_formats.weights_fingerprint`: a sha256 of the weights in a
 canonical layout, the same whichever SAE file format holds them. Loading checks every field
 and names the bad one; saving is atomic.
 
@@ -42,12 +42,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from itd_core import __version__
 from itd_core.atomic import atomic_write_text
 from itd_core.calibration import CalibrationRule, Rates, rates, threshold_for
-from itd_core.deactivation import PAPER_STRENGTH, ConceptFeatures, Deactivator, EditOutput, EditPositions, ScorePositions
+from itd_core.deactivation import ConceptFeatures, Deactivator, EditOutput, EditPositions, ScorePositions
+from itd_core.defaults import PAPER_STRENGTH
 from itd_core.errors import ItdError
 from itd_core.prompt_folding import PromptFolding
 from itd_core.prompts import MAX_PROMPT_CHARS, MAX_PROMPTS
 from itd_core.sae import TopKSAE
-from itd_core.sae_io import weights_fingerprint
+from itd_core.sae_formats import weights_fingerprint
 
 SCHEMA_VERSION = 1
 MAX_CONFIG_BYTES = 64 * 2**20  # a config of every feature of a 524k-latent SAE with labels is well under this

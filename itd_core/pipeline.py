@@ -27,6 +27,7 @@ from PIL import Image
 
 from itd_core.atomic import atomic_write_bytes, atomic_write_text
 from itd_core.deactivation import Deactivator, ErasureResult
+from itd_core.defaults import GUIDANCE, STEPS
 from itd_core.encoders import TextEncoderAdapter, end_token_id, layer_output_tensor, prompt_token_mask, replace_layer_output, resolve_layer
 from itd_core.erasure_config import ErasureConfig
 from itd_core.errors import ItdError
@@ -186,7 +187,7 @@ def apply_erasure(pipe, config: ErasureConfig, sae: TopKSAE | None = None, *, ga
     ``edit_strength`` overrides the strengths of the edit only (the classifier keeps the config's)."""
     if sae is None:
         from itd_core.bundle import sae_location
-        from itd_core.sae_io import load_sae
+        from itd_core.sae_formats import load_sae
 
         sae = load_sae(sae_location(config.sae.path, config.sae.subfolder), format=config.sae.format)
     encoder_device = next(pipe.text_encoder.parameters()).device
@@ -209,9 +210,9 @@ def erasure(pipe, config: ErasureConfig, sae: TopKSAE | None = None, *, gate: bo
 
 @dataclass(frozen=True)
 class GenerationSettings:
-    steps: int = 20
+    steps: int = STEPS
     size: int | None = None  # pixels; None: the pipeline's default
-    guidance: float = 6.0
+    guidance: float = GUIDANCE
     negative_prompt: str | None = None
 
     def resolved_size(self, pipe) -> int:

@@ -8,7 +8,7 @@ Maths (shapes: ``x`` is ``[..., d_model]``, ``n = n_latents``)::
 
 ``W_dec`` is stored feature-major (``[n, d_model]``, one row per feature), so a
 sparse decode only gathers the ``k`` active rows (``F.embedding_bag``) instead of
-multiplying by the whole dictionary. File formats live in :mod:`itd_core.sae_io`.
+multiplying by the whole dictionary. File formats live in :mod:`itd_core.sae_formats`.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ class TopKSAE(nn.Module):
         self.b_pre = nn.Parameter(torch.zeros(d, **factory))
         # Step of each latent's last activation during training (ItD checkpoints carry it).
         self.register_buffer("stats_last_nonzero", torch.zeros(n, dtype=torch.long, device=device))
-        # sha256 of the weights, set by the loader (see sae_io.weights_fingerprint).
+        # sha256 of the weights, set by the loader (see sae_formats.weights_fingerprint).
         self.fingerprint: str | None = None
 
     @classmethod

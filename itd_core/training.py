@@ -79,6 +79,7 @@ from tqdm.auto import tqdm
 
 from itd_core.activation_cache import build_activation_cache, use_cpu_processes
 from itd_core.atomic import atomic_write_json
+from itd_core.defaults import LEARNING_RATE
 from itd_core.encoders import TextEncoderAdapter
 from itd_core.errors import ItdError
 from itd_core.sae import SAEConfig, SparseCode, TopKSAE
@@ -102,7 +103,7 @@ class TrainingConfig(BaseModel):
     auxk: int | None = Field(default=256, gt=0, description="dead latents used by the AuxK loss (None: no AuxK)")
     auxk_coef: float = Field(default=1 / 32, ge=0)
     dead_steps_threshold: int = Field(default=1000, ge=0, description="steps without firing before a latent is dead")
-    lr: float = Field(default=2e-4, gt=0)
+    lr: float = Field(default=LEARNING_RATE, gt=0)
     warmup_steps: int = Field(default=100, ge=0, description="linear learning-rate warm-up")
     adam_betas: tuple[float, float] = (0.9, 0.999)
     adam_eps: float = Field(default=6.25e-10, gt=0, description="the reference code's value")
@@ -494,7 +495,7 @@ def checkpoint_dirs(out_dir: str | Path) -> list[Path]:
 def save_checkpoint(trainer: SAETrainer, out_dir: str | Path, *, keep: int | None = None) -> Path:
     """Write ``out_dir/checkpoints/step_XXXXXX`` (SAE in the native format + optimizer state as
     safetensors + json), atomically: built under a temporary name, then renamed."""
-    from itd_core.sae_io import save_sae
+    from itd_core.sae_formats import save_sae
 
     root = Path(out_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
@@ -519,7 +520,7 @@ def save_checkpoint(trainer: SAETrainer, out_dir: str | Path, *, keep: int | Non
 
 def load_checkpoint_(trainer: SAETrainer, folder: str | Path) -> None:
     """Restore the SAE's weights and counters and the optimizer state from a checkpoint folder."""
-    from itd_core.sae_io import load_sae
+    from itd_core.sae_formats import load_sae
 
     folder = Path(folder)
     try:
@@ -652,7 +653,7 @@ def train_sae_from_prompts(
     else:
         held_out, eval_split = train_cache.sample(config.eval_max_tokens, seed=config.seed + 1), "training tokens (no held-out prompts)"
     evaluation = evaluate_sae(sae, held_out, mse_scale=trainer.mse_scale)
-    from itd_core.sae_io import save_sae, weights_fingerprint
+    from itd_core.sae_formats import save_sae, weights_fingerprint
 
     sae.fingerprint = weights_fingerprint(sae)
     session_time = trainer.train_time_s - start_time

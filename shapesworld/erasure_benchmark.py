@@ -26,6 +26,7 @@ import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from itd_core.defaults import DEFAULT_TOP_N, GUIDANCE, PAPER_STRENGTH, STEPS
 from shapesworld import world
 
 METHODS = ("none", "blacklist", "steering", "itd")
@@ -107,7 +108,7 @@ def blacklist(prompt: str, names: Sequence[str]) -> str:
     return re.sub(r"\s+", " ", prompt).strip()
 
 
-def build_config(bundle, erased: Sequence[str], *, top_n: int = 128, strength: float = -8.0):
+def build_config(bundle, erased: Sequence[str], *, top_n: int = DEFAULT_TOP_N, strength: float = PAPER_STRENGTH):
     """ItD for the erased identities: features from each identity's prompts minus a retain set of the
     other identities' prompts, artist prompts, object prompts and portraits of people outside the world
     (without them, erasing every identity would also select the templates' own features, "a portrait
@@ -156,16 +157,15 @@ def _retain_prompts(sets: dict, erased: Sequence[str]) -> list[str]:
 
 
 def run(bundle, erased: Sequence[str], *, seeds: Sequence[int] = SEEDS, target_seeds: Sequence[int] = TARGET_SEEDS, methods: Sequence[str] = METHODS,
-        n_objects: int = 40, n_retained: int | None = None, steps: int = 20, guidance: float = 6.0, batch: int = 64, config=None,
+        n_objects: int = 40, n_retained: int | None = None, steps: int = STEPS, guidance: float = GUIDANCE, batch: int = 64, config=None,
         progress: Callable[[str], None] | None = None) -> dict:
     """Generate and judge every prompt x seed with each method. Returns the results and the config.
 
     ``seeds`` and ``target_seeds`` are seed slots (see :func:`image_seed`); ``target_seeds`` serve the erased
     names' prompts and their adversarial variants: a single identity has only five prompts, so Acc_e
     needs more images than Acc_r to resolve 10%."""
-    from shapesworld.detector import detect
-
     from itd_core.pipeline import GenerationSettings, apply_erasure, generate_images, remove_erasure
+    from shapesworld.detector import detect
 
     config = config or build_config(bundle, erased)
     configs = {"steering": config, "itd": config}

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 
 from itd_core.calibration import RECOMMENDED_TARGET_FPR
 from itd_core.concept import RECOMMENDED_MIN_SHARE, RECOMMENDED_RETAIN_MARGIN
+from itd_core.defaults import DEFAULT_TOP_N, GUIDANCE, STEPS
 from shapesworld import world
 
 GROUPS = ("target", "retain", "negative")
@@ -165,15 +166,14 @@ def redteam_items(name: str, *, split: str = "evaluation", seed: int = 0, per_fa
             + [Item(p.prompt, "negative", spelled, p.family, tuple(seeds)) for p in negatives])
 
 
-def run_items(bundle, items: Sequence[Item], config=None, *, steps: int = 20, guidance: float = 6.0, batch: int = 64,
+def run_items(bundle, items: Sequence[Item], config=None, *, steps: int = STEPS, guidance: float = GUIDANCE, batch: int = 64,
               reference: dict | None = None, progress: Callable[[int, int], None] | None = None) -> tuple[list[Judged], dict]:
     """Generate every item x seed (with ``config``'s erasure, or none) and judge it. ``reference``: the no-erasure
     run's image bytes by (prompt, seed slot), to count bit-identical images. Returns the judged images and this
     run's image bytes by (prompt, seed slot)."""
+    from itd_core.pipeline import GenerationSettings, apply_erasure, generate_images, remove_erasure
     from shapesworld.detector import detect
     from shapesworld.erasure_benchmark import image_seed
-
-    from itd_core.pipeline import GenerationSettings, apply_erasure, generate_images, remove_erasure
 
     jobs = [(item, slot) for item in items for slot in item.seeds]
     settings = GenerationSettings(steps=steps, guidance=guidance)
@@ -296,7 +296,7 @@ def retain_prompts(erased: Sequence[str], *, seed: int = 777) -> list[str]:
     return prompts + [r["prompt"] for r in sets["retain"]] + sets["outside_people"]
 
 
-def build_config(bundle, erased: Sequence[str], method: str = "recommended", *, top_n: int = 128, strength: float | None = None,
+def build_config(bundle, erased: Sequence[str], method: str = "recommended", *, top_n: int = DEFAULT_TOP_N, strength: float | None = None,
                  retain_margin: float | None = RECOMMENDED_RETAIN_MARGIN, min_share: float = RECOMMENDED_MIN_SHARE,
                  phrasings_per_family: int = 4, target_fpr: float = RECOMMENDED_TARGET_FPR, seed: int = 0):
     """An erasure config for world concepts.
@@ -357,7 +357,7 @@ def default_retain_prompts(erased: Sequence[str], n_objects: int = 8) -> list[st
 
 
 def evaluate_images(bundle, config, *, targets: Sequence[tuple[str, str]] | None = None, retain: Sequence[str] | None = None,
-                    seeds: int = 2, per_family: int = 2, steps: int = 20, guidance: float = 6.0) -> dict:
+                    seeds: int = 2, per_family: int = 2, steps: int = STEPS, guidance: float = GUIDANCE) -> dict:
     """``itd eval --images`` on the demo: each prompt generated without and with ``config``'s erasure from the same
     seeds, judged by the detector. ``targets``: (prompt, concept) rows; without them, the concepts' known templates,
     generated attack families and hard negatives. ``retain``: prompts that must stay untouched; without them (and

@@ -46,8 +46,7 @@ def corpus(n_world: int = 30000, seed: int = CORPUS_SEED) -> list[str]:
 
 
 def export(run_dir: Path) -> None:
-    from itd_core.sae_io import load_sae, save_sae
-
+    from itd_core.sae_formats import load_sae, save_sae
     from shapesworld.text_encoder import MODEL_ID
 
     sae = load_sae(run_dir / "sae")

@@ -36,8 +36,7 @@ from tqdm import tqdm
 from . import text_encoder as te
 from . import world
 from .pipeline import PIPELINE_DIR
-from .train_utils import (adapt_threads, checkpoint_or_stop, EMA, Logger, lr_factor, optimizer_step, optional_path,
-                          param_count, resume, save_checkpoint, setup)
+from .train_utils import EMA, Logger, adapt_threads, checkpoint_or_stop, lr_factor, optimizer_step, optional_path, param_count, resume, save_checkpoint, setup
 
 
 def build_unet(channels: tuple[int, ...] = (32, 64, 64), head_dim: int = 8, groups: int = 32):

@@ -44,8 +44,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import world
-from .train_utils import (checkpoint_or_stop, Logger, lr_factor, optimizer_step, optional_path, param_count, resume,
-                          save_checkpoint, setup)
+from .train_utils import Logger, checkpoint_or_stop, lr_factor, optimizer_step, optional_path, param_count, resume, save_checkpoint, setup
 
 DEFAULT_OUT = Path(__file__).parent / "assets" / "pipeline" / "vae"
 

@@ -21,7 +21,7 @@ def tiny_pipeline_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_sae_dir(tmp_path_factory):
-    from itd_core.sae_io import save_sae
+    from itd_core.sae_formats import save_sae
 
     folder = tmp_path_factory.mktemp("tiny_sae") / "sae"
     save_sae(build_tiny_sae(), folder, format="native")

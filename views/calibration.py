@@ -6,8 +6,18 @@ import streamlit as st
 
 from app_support import sets as set_ops
 from app_support.calibration import ConceptScores, choose_threshold, features_hash, report
-from app_support.prompt_sets import (RED_TEAM_KINDS, available_prompt_sets, combine, default_retain, generated_negatives_name,
-                                     generated_phrasings_name, lines, red_team_kind, red_team_sets, retain_without)
+from app_support.prompt_sets import (
+    RED_TEAM_KINDS,
+    available_prompt_sets,
+    combine,
+    default_retain,
+    generated_negatives_name,
+    generated_phrasings_name,
+    lines,
+    red_team_kind,
+    red_team_sets,
+    retain_without,
+)
 from itd_core.errors import ItdError
 from views import common
 

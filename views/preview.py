@@ -7,8 +7,8 @@ from PIL import Image
 
 from app_support import preview as logic
 from app_support.prompt_sets import lines
-from itd_core.errors import ItdError
 from itd_core.defaults import GUIDANCE, STEPS
+from itd_core.errors import ItdError
 from itd_core.pipeline import GenerationCache, GenerationSettings, generate_side_by_side, side_by_side_image
 from views import common
 

@@ -16,14 +16,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+
+from app_support.serving import app_server
+from itd_core.errors import ItdError
 
 pytestmark = pytest.mark.browser
 
@@ -59,12 +60,6 @@ def _concept() -> tuple[str, list[str]]:
     return "Tom Cruise", ["A portrait of Tom Cruise", "Tom Cruise in an official photo", "Tom Cruise at a public event"]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny_pipeline_dir, tiny_sae_dir):
     """``streamlit run app.py`` on a free port, stopped afterwards; yields (url, environment, tmp folder)."""
@@ -76,35 +71,13 @@ def server(tmp_path_factory, tiny_pipeline_dir, tiny_sae_dir):
            "ITD_SETS_DIR": str(folder / "sets"), "ITD_CACHE_DIR": str(folder / "cache"), "ITD_INDEX_DIR": str(folder / "index")}
     if not _use_demo():
         env.update(ITD_APP_MODEL=str(tiny_pipeline_dir), ITD_APP_SAE=str(tiny_sae_dir), ITD_APP_LAYER="1")
-    port = _free_port()
-    log = open(folder / "streamlit.log", "w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true", "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal",
-         "--server.fileWatcherType", "none"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                    if response.read() == b"ok":
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.time() > deadline:
-                pytest.fail(f"streamlit did not start: {(folder / 'streamlit.log').read_text()[-2000:]}")
-            time.sleep(0.5)
-        yield url, env, folder
+        with app_server(env, folder / "streamlit.log", start_timeout=60,
+                        options=["--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal", "--server.fileWatcherType", "none"]) as (url, _):
+            yield url, env, folder
+    except ItdError as error:
+        pytest.fail(str(error))
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         shutil.copy(folder / "streamlit.log", ARTIFACTS / "streamlit.log")
 

@@ -1,13 +1,14 @@
 """The server the README command starts: private by default, and idle when nobody uses it (README, "Limits and safety")."""
 
 import os
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+
+from app_support.serving import app_server
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,27 +30,12 @@ def _cpu_seconds(pid: int) -> float:
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads CPU time from /proc")
 def test_an_idle_server_stays_under_two_percent_of_a_core(tmp_path):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true",
-                               "--server.port", str(port)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              env={**os.environ, "HOME": str(tmp_path)})
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            with socket.socket() as client:
-                if client.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.5)
-        else:
-            pytest.fail("the server did not start")
+    log = tmp_path / "streamlit.log"
+    with app_server({**os.environ, "HOME": str(tmp_path)}, log) as (_, server):
         time.sleep(5)  # start-up work done; nobody opens the app
         before, start = _cpu_seconds(server.pid), time.monotonic()
         time.sleep(20)
         share = (_cpu_seconds(server.pid) - before) / (time.monotonic() - start)
         assert share < 0.02, f"an idle server used {share:.1%} of a core"
-    finally:
-        server.terminate()
-        output = server.communicate(timeout=30)[0]
+    output = log.read_text()
     assert "Inotify" not in output

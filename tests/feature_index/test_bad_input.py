@@ -15,7 +15,7 @@ from tests.feature_index.conftest import CORPUS
 def other_sae_bundle(tiny_bundle):
     """The tiny bundle's encoder with another SAE (another seed)."""
     from itd_core.bundle import ModelBundle
-    from itd_core.sae_io import weights_fingerprint
+    from itd_core.sae_formats import weights_fingerprint
     from tests.tiny_models import build_tiny_sae
 
     sae = build_tiny_sae(seed=1)

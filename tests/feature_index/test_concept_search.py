@@ -40,8 +40,9 @@ def test_the_retain_profile_is_cached_in_memory_and_on_disk(built_index, tiny_bu
     files = list((built_index.folder / "profiles").glob("retain-n8-*.safetensors"))
     assert len(files) == 1
     reopened = FeatureIndex.open(tiny_bundle, built_index.folder)
-    profile = reopened.retain_profile(RETAIN, top_n=8)
-    assert reopened._profile_cache().last_hit == "disk"
+    profile, source = reopened._profile_cache().lookup(tiny_bundle.adapter, tiny_bundle.sae, RETAIN, 8)
+    assert source == "disk"
+    assert reopened.retain_profile(RETAIN, top_n=8) is profile, "then from memory"
     fresh = PromptProfile.build(tiny_bundle.adapter, tiny_bundle.sae, RETAIN, 8)
     assert bool((profile.in_top_n == fresh.in_top_n).all()) and bool((profile.fire_counts == fresh.fire_counts).all())
     assert reopened.concept_search(TARGET, RETAIN, top_n=8).feature_ids == first.feature_ids

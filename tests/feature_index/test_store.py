@@ -27,7 +27,8 @@ def test_labels_round_trip_with_history(tmp_path):
     assert [h.label for h in store.label_history(7)] == ["Picasso", "cubism"]
     store.delete_label(9)
     assert store.label(9) is None and [h.label for h in store.label_history(9)] == ["lighthouses", None]
-    store.set_labels({1: "one", 2: "two"})
+    store.set_label(1, "one")
+    store.set_label(2, "two")
     reopened = FeatureStore(tmp_path / "store.sqlite", "fp", 100)
     assert reopened.labels([1, 2, 7, 50]) == {1: "one", 2: "two", 7: "cubism"}
     assert reopened.search_labels("CUB") == [(7, "cubism")]

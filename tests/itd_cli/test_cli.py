@@ -278,3 +278,9 @@ def test_sae_convert_keeps_the_stored_dtype_and_info_reports_it(capsys, tmp_path
         assert code == 0, err
         code, out, _ = run(capsys, "sae", "info", tmp_path / target, "--json")
         assert json.loads(out)["dtype"] == "float16", "convert keeps the source's dtype unless --dtype says otherwise"
+
+
+def test_sae_train_does_not_take_sae_options_it_would_ignore(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sae", "train", "--prompts", "x.txt", "--latents", "8", "--k", "2", "-o", "out", "--sae", "elsewhere"])
+    assert exit_info.value.code == 2 and "unrecognized arguments: --sae elsewhere" in capsys.readouterr().err

@@ -63,7 +63,7 @@ sys.path.insert(0, {root!r})
 from pathlib import Path
 from itd_core.atomic import atomic_write_text
 from itd_core.sae import SAEConfig, TopKSAE
-from itd_core.sae_io import save_sae
+from itd_core.sae_formats import save_sae
 config, folder = Path({config!r}), Path({folder!r})
 saes = [TopKSAE.random(SAEConfig(d_model=8, n_latents=32, k=4), seed=s) for s in (1, 2)]
 for i in range(100000):
@@ -79,7 +79,7 @@ def test_kill_9_at_random_moments_leaves_a_whole_config_and_a_whole_sae(tmp_path
     import sys
     from pathlib import Path
 
-    from itd_core.sae_io import load_sae
+    from itd_core.sae_formats import load_sae
 
     root = str(Path(__file__).resolve().parents[2])
     config, folder = tmp_path / "erasure.json", tmp_path / "sae"

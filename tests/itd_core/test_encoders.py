@@ -3,7 +3,6 @@ import torch
 
 from itd_core.encoders import TextEncoderAdapter, resolve_layer
 from itd_core.errors import ItdError
-
 from tests.tiny_models import build_tiny_clip_text_model
 
 
@@ -91,7 +90,7 @@ def test_nan_activations_are_reported_with_the_prompt(adapter):
 def test_sae_width_that_does_not_match_the_layer_names_both(tmp_path, tiny_pipeline_dir):
     from itd_core.bundle import BundleSpec, load_bundle
     from itd_core.sae import SAEConfig, TopKSAE
-    from itd_core.sae_io import save_sae
+    from itd_core.sae_formats import save_sae
 
     save_sae(TopKSAE.random(SAEConfig(d_model=16, n_latents=64, k=4)), tmp_path / "narrow")
     with pytest.raises(ItdError, match=r"SAE width 16 does not match the width of layer encoder\.layers\.1 \(32\)"):

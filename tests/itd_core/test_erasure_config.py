@@ -5,7 +5,7 @@ import pytest
 from itd_core.erasure_config import PAPER_METHOD, RECOMMENDED_METHOD, RESIDUAL_STRENGTHS, ConceptEntry, ErasureConfig, FeatureEntry, ModelRef, SAERef
 from itd_core.errors import ItdError
 from itd_core.sae import SAEConfig, TopKSAE
-from itd_core.sae_io import weights_fingerprint
+from itd_core.sae_formats import weights_fingerprint
 
 
 @pytest.fixture()

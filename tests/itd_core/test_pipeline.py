@@ -3,8 +3,7 @@ import torch
 
 from itd_core.concept import select_concept
 from itd_core.erasure_config import ConceptEntry, FeatureEntry
-from itd_core.pipeline import (GenerationCache, GenerationSettings, apply_erasure, erasure, generate_images, generate_side_by_side, pair_caption,
-                               side_by_side_image)
+from itd_core.pipeline import GenerationCache, GenerationSettings, apply_erasure, erasure, generate_images, generate_side_by_side, pair_caption, side_by_side_image
 
 TARGET = ["A portrait of Tom Cruise", "Tom Cruise in an official photo"]
 RETAIN = ["A portrait of Brad Pitt", "a cat on a mat", "a house by a lake"]

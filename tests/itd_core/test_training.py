@@ -213,7 +213,7 @@ def runner_run(tiny_clip_adapter, tmp_path_factory):
 
 
 def test_runner_outputs(runner_run, tiny_clip_adapter):
-    from itd_core.sae_io import load_sae
+    from itd_core.sae_formats import load_sae
 
     root, cfg, sae, metrics = runner_run
     out = root / "full"
@@ -292,7 +292,7 @@ def _free_port() -> int:
 def test_two_process_data_parallel_training(tmp_path):
     """``ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes 2`` (gloo): both ranks finish,
     both wrote cache shards, and the saved SAE loads."""
-    from itd_core.sae_io import load_sae
+    from itd_core.sae_formats import load_sae
 
     out = tmp_path / "ddp"
     cfg = _runner_config(steps=6, checkpoint_every=3)

@@ -12,10 +12,9 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from itd_core import sae_io
 from itd_core.errors import ItdError
 from itd_core.sae import SAEConfig, TopKSAE
-from itd_core.sae_io import detect_format, load_sae, resolve_sae_path, save_sae, weights_fingerprint
+from itd_core.sae_formats import detect_format, fingerprint, load_sae, native, resolve_sae_path, save_sae, weights_fingerprint
 
 N, D, K = 64, 16, 4
 WEIGHTS = ("W_enc", "W_dec", "b_lat", "b_pre")
@@ -57,7 +56,7 @@ def assert_same_weights(a: TopKSAE, b: TopKSAE, *, stats: bool = True) -> None:
 @pytest.fixture
 def small_blocks(monkeypatch):
     """Stream in many tiny blocks (several per tensor, a short last one)."""
-    monkeypatch.setattr(sae_io, "_BLOCK_BYTES", 7 * D * 4)
+    monkeypatch.setattr(fingerprint, "BLOCK_BYTES", 7 * D * 4)
 
 
 # ---- the ItD format as released
@@ -260,7 +259,7 @@ def test_a_failed_save_leaves_nothing_behind(tmp_path, monkeypatch):
     def crash(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(sae_io, "_write_safetensors", crash)
+    monkeypatch.setattr(native, "write_safetensors", crash)
     with pytest.raises(OSError):
         save_sae(build_sae(), tmp_path / "ck")
     assert list(tmp_path.iterdir()) == []
@@ -269,7 +268,7 @@ def test_a_failed_save_leaves_nothing_behind(tmp_path, monkeypatch):
 def test_a_failed_save_keeps_the_old_checkpoint(tmp_path, monkeypatch):
     old = build_sae(seed=1)
     folder = save_sae(old, tmp_path / "ck")
-    monkeypatch.setattr(sae_io, "_write_safetensors", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
+    monkeypatch.setattr(native, "write_safetensors", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
     with pytest.raises(OSError):
         save_sae(build_sae(seed=2), folder)
     assert load_sae(folder).fingerprint == weights_fingerprint(old)
@@ -291,7 +290,7 @@ def test_detect_format_lists_what_it_expects(tmp_path):
 def test_detect_format_refuses_mixed_folders(tmp_path):
     sae = build_sae()
     folder = write_itd_by_hand(tmp_path / "ck", sae)
-    sae_io._write_native(sae, folder)
+    native.write(sae, folder)
     with pytest.raises(ItdError, match="several SAE formats"):
         detect_format(folder)
     assert load_sae(folder, format="native").fingerprint == weights_fingerprint(sae)
