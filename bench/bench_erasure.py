@@ -49,6 +49,24 @@ def timed(fn, repeats: int, device: str) -> tuple[float, object]:
     return statistics.median(times), result
 
 
+def time_split(sae: TopKSAE, activations: torch.Tensor, total: float, repeats: int, device: str) -> dict[str, float]:
+    """The engine's fp32 call in parts: the encode's matrix products (block by block, as TopKSAE.encode does), the
+    blocks' top-k, and the rest (the sparse decode, the concept terms, the edit)."""
+    import torch.nn.functional as F
+
+    from itd_core.sae import ENCODE_BLOCK
+
+    centred = activations[:, 1:].to(sae.W_enc.dtype) - sae.b_pre
+    starts = range(0, sae.n_latents, ENCODE_BLOCK if sae.n_latents > 2 * ENCODE_BLOCK else sae.n_latents)
+
+    def products():
+        return [F.linear(centred, sae.W_enc[s:s + ENCODE_BLOCK], sae.b_lat[s:s + ENCODE_BLOCK]) for s in starts]
+
+    matmul, blocks = timed(products, repeats, device)
+    top_k, _ = timed(lambda: [torch.topk(block, sae.k, dim=-1, sorted=False) for block in blocks], repeats, device)
+    return {"matrix products": matmul, "top-k": top_k, "the rest": max(total - matmul - top_k, 0.0)}
+
+
 def clip_large_activations(device: str, prompts: list[str]) -> torch.Tensor:
     from transformers import CLIPTextConfig, CLIPTextModel
 
@@ -124,6 +142,9 @@ def main() -> None:
     print("|---|---|---:|---:|---:|")
     for name, dtype_name, seconds, ratio, disagreements in rows:
         print(f"| {name} | {dtype_name} | {seconds:.3f} | {ratio:.2f}x | {disagreements} / {len(prompts) * args.concepts} |")
+    split = time_split(sae, activations, fast_seconds, args.repeats, args.device)
+    print("\nWhere the fp32 engine's time goes (each part timed on its own): " +
+          ", ".join(f"{name} {seconds:.3f} s ({100 * seconds / fast_seconds:.0f}%)" for name, seconds in split.items()))
     if not args.skip_unet:
         unet_seconds = unet_step_seconds(args.device, max(1, args.repeats - 1))
         print(f"\nOne SD-1.5-size UNet step at 256 px (batch 2 for guidance): {unet_seconds:.3f} s; "

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import torch
 
 from itd_core.deactivation import ConceptFeatures
-from itd_core.sae import TopKSAE
+from itd_core.sae import SparseCode, TopKSAE, to_dense
 
 
 @torch.no_grad()
@@ -50,7 +50,10 @@ def reference_erasure(sae: TopKSAE, activations: torch.Tensor, concepts: Sequenc
 def public_erasure(sae: TopKSAE, activations: torch.Tensor, concepts: Sequence[ConceptFeatures]):
     """The paper's public code path. Returns (edited activations, scores [B, C], triggered [B, C])."""
     x = activations[:, 1:]
-    z = sae.encode_dense(x.to(sae.W_enc.dtype))  # [B, T-1, n], k non-zeros per row
+    # As the public code (OpenAI sparse_autoencoder's TopK): the whole pre-activation matrix, one top-k per row,
+    # scattered into a dense code [B, T-1, n] with k non-zeros per row (not the engine's blocked encode).
+    top = torch.topk(sae.encode_pre_act(x.to(sae.W_enc.dtype)), sae.k, dim=-1)
+    z = to_dense(SparseCode(torch.relu(top.values), top.indices), sae.n_latents)
     reconstructions, scores = [], torch.zeros(activations.shape[0], len(concepts))
     for c, concept in enumerate(concepts):
         multiplier = torch.ones(sae.n_latents, dtype=z.dtype)

@@ -21,6 +21,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 
+ENCODE_BLOCK = 32768  # latents per block of a large SAE's encode (see TopKSAE.encode)
+
+
 class SAEConfig(BaseModel):
     """Architecture of a TopK SAE plus where it was trained (provenance only)."""
 
@@ -93,9 +96,25 @@ class TopKSAE(nn.Module):
         return F.linear(x.to(self.W_enc.dtype) - self.b_pre, self.W_enc, self.b_lat)
 
     def encode(self, x: torch.Tensor) -> SparseCode:
-        """shape: ``[..., d_model] -> SparseCode([..., k], [..., k])``"""
-        top = torch.topk(self.encode_pre_act(x), self.k, dim=-1, sorted=False)
-        return SparseCode(torch.relu(top.values), top.indices)
+        """shape: ``[..., d_model] -> SparseCode([..., k], [..., k])``
+
+        Above :data:`ENCODE_BLOCK` latents, the pre-activations are made one block of latents at a time, each block
+        keeping its own top k, and the top k of those candidates is the answer: the same latents and values as one
+        top-k over the whole row (each value is the same dot product), without a ``[tokens, n_latents]`` matrix in
+        memory (1.2 GB for 77 tokens x 8 prompts at 524k latents). Measured at 524k latents on 2 CPU cores: 3.6-3.9 s
+        instead of 4.9 s (README, Benchmarks)."""
+        if self.n_latents <= 2 * ENCODE_BLOCK:
+            top = torch.topk(self.encode_pre_act(x), self.k, dim=-1, sorted=False)
+            return SparseCode(torch.relu(top.values), top.indices)
+        centred = x.to(self.W_enc.dtype) - self.b_pre
+        values, indices = [], []
+        for start in range(0, self.n_latents, ENCODE_BLOCK):
+            block = F.linear(centred, self.W_enc[start:start + ENCODE_BLOCK], self.b_lat[start:start + ENCODE_BLOCK])
+            top = torch.topk(block, min(self.k, block.shape[-1]), dim=-1, sorted=False)
+            values.append(top.values)
+            indices.append(top.indices + start)
+        top = torch.topk(torch.cat(values, dim=-1), self.k, dim=-1, sorted=False)
+        return SparseCode(torch.relu(top.values), torch.cat(indices, dim=-1).gather(-1, top.indices))
 
     def encode_dense(self, x: torch.Tensor) -> torch.Tensor:
         """shape: ``[..., d_model] -> [..., n_latents]`` with k non-zeros per row."""
