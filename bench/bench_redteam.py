@@ -8,7 +8,7 @@ Each concept is erased on its own (one config per concept and method, as a user 
 target prompts are its known templates (2 seed slots) and every generated attack family of
 :mod:`itd_core.redteam` (evaluation split; the recommended method calibrates on the calibration split,
 whose templates, languages and invented names are disjoint); its non-target prompts are generated hard
-negatives and retain prompts (two other concepts' known templates and object prompts). All images come
+negatives and retain prompts (two other concepts' known templates, object prompts and six COCO captions). All images come
 from the same seeds with no erasure and with each method; the detector judges (see
 :mod:`shapesworld.redteam_benchmark`). The optimisation attack has its own script: ``python -m shapesworld.attack``.
 """
@@ -38,7 +38,16 @@ def concept_items(name: str, *, per_family: int, known_seeds: tuple[int, ...]) -
     others = [n for n in rb.other_names(name) if n in world.IDENTITIES + world.ARTISTS][:2] or world.IDENTITIES[:2]
     items += [rb.Item(p, "retain", None, "retain") for n in others for p in rb.known_prompts(n)[:3]]
     items += [rb.Item(r["prompt"], "retain", None, "object") for r in world.erasure_prompts(n_retain=4)["retain"]]
+    items += [rb.Item(p, "retain", None, "general") for p in general_prompts()]
     return items
+
+
+def general_prompts(start: int = 3000, n: int = 6) -> list[str]:
+    """Ordinary prompts the world does not know (shipped COCO captions, far from the ones on the retain side of a selection)."""
+    from itd_core.assets import prompt_set
+    from itd_core.prompts import read_prompts
+
+    return read_prompts(prompt_set("coco_5k"))[start:start + n]
 
 
 def main(argv=None) -> int:

@@ -189,6 +189,25 @@ class Deactivator:
         deltas.index_add_(1, inverse, coefficients.unsqueeze(-1) * hits.rows.unsqueeze(0))
         return deltas, unique_tokens
 
+    def _concept_changes(self, error: torch.Tensor, squared: torch.Tensor, hits: _Hits) -> tuple[torch.Tensor, torch.Tensor]:
+        """How much each concept's deactivation changes each hit token's squared error: ``(token ids [U], [C, U])``.
+
+        Only the (concept, token) pairs where one of the concept's features fires are computed (every other
+        change is exactly zero), so a hundred concepts cost about their hits, not a hundred times the tokens."""
+        unique_tokens, token_of_hit = torch.unique(hits.token, return_inverse=True)
+        concept, hit = self._listed[:, hits.union_slot].nonzero(as_tuple=True)  # the (concept, hit) pairs that matter
+        n_tokens = len(unique_tokens)
+        pair_keys, pair_of = torch.unique(concept * n_tokens + token_of_hit[hit], return_inverse=True)
+        coefficients = (self._strength[concept, hits.union_slot[hit]] - 1.0) * hits.value[hit]
+        deltas = torch.zeros(len(pair_keys), hits.rows.shape[1], dtype=torch.float32, device=hits.rows.device)
+        deltas = deltas.index_add(0, pair_of, coefficients.unsqueeze(-1) * hits.rows[hit])
+        pair_concept, pair_token = pair_keys // n_tokens, pair_keys % n_tokens
+        own = unique_tokens[pair_token]
+        changes = (error[own] + deltas).square().sum(-1) - squared[own]
+        changed = torch.zeros(len(self.concepts), n_tokens, dtype=changes.dtype, device=changes.device)
+        changed = changed.index_put((pair_concept, pair_token), changes)
+        return unique_tokens, changed
+
     def _position_weights(self, prompt_mask: torch.Tensor | None, shape) -> torch.Tensor | None:
         """Which positions ``t >= 1`` the score averages over: ``[B*P]`` float32, or None for all of them."""
         batch, positions, _ = shape
@@ -205,9 +224,7 @@ class Deactivator:
         squared = error.square().sum(-1)  # [B*P]
         tokens = changed = None
         if len(hits.token):
-            coefficients = (self._strength[:, hits.union_slot] - 1.0) * hits.value  # [C, H]
-            deltas, tokens = self._concept_deltas(hits, coefficients)
-            changed = (error[tokens].unsqueeze(0) + deltas).square().sum(-1) - squared[tokens].unsqueeze(0)  # [C, U]
+            tokens, changed = self._concept_changes(error, squared, hits)
         if self.score_positions == "peak":
             return self._peak_scores(squared, tokens, changed, shape, weights)
         base = (squared if weights is None else squared * weights).reshape(batch, positions).sum(-1)  # [B]

@@ -79,6 +79,7 @@ def attribute_prompts(n: int = 1500, seed: int = 23) -> tuple[list[str], list[se
 CONCEPT_SETS = "ShapesWorld: identities and artists"
 RETAIN_SET = "ShapesWorld: object prompts (retain)"
 OUTSIDE_SET = "ShapesWorld: people outside the world (retain)"
+GENERAL_SET = "General prompts: COCO captions (400, retain)"
 DETECTOR_SIZE = 64  # the detector judges 64 x 64 images
 
 
@@ -91,12 +92,16 @@ def _benchmark() -> dict:
 
 def prompt_sets() -> dict[str, tuple[str, ...]]:
     """The world's benchmark prompts as named sets: its object prompts and people outside the world (retain sets),
-    and every character's and artist's templates (a retain set for the other concepts)."""
+    every character's and artist's templates (a retain set for the other concepts), and ordinary prompts the world
+    does not know (without them the unsafe concept keeps generic features: README, red-team benchmark)."""
+    from shapesworld.redteam_benchmark import general_retain_prompts
+
     bench = _benchmark()
     return {
         RETAIN_SET: tuple(row["prompt"] for row in bench["retain"]),
         OUTSIDE_SET: tuple(bench["outside_people"]),
         CONCEPT_SETS: tuple(p for kind in ("identity", "artist") for prompts in bench[kind].values() for p in prompts),
+        GENERAL_SET: tuple(general_retain_prompts()),
     }
 
 
@@ -196,7 +201,7 @@ PROVIDER = BundleProvider(
     load_pipeline=lambda text_encoder, tokenizer: load_pipeline(text_encoder=text_encoder, tokenizer=tokenizer),
     world=WorldKnowledge(
         prompt_sets=prompt_sets,
-        default_retain_sets=(RETAIN_SET, OUTSIDE_SET, CONCEPT_SETS),
+        default_retain_sets=(RETAIN_SET, OUTSIDE_SET, CONCEPT_SETS, GENERAL_SET),
         concept_presets=concept_presets,
         example_prompts=("A portrait of Mira Castellane", "two small cyan hearts on a black background"),
         index_corpus=index_corpus,

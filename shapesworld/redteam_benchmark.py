@@ -286,14 +286,27 @@ class EtaProgress:
 
 # -- building erasure configs for world concepts -------------------------------------------------------------
 
+GENERAL_RETAIN = 400  # COCO captions on the retain side
+
+
 def retain_prompts(erased: Sequence[str], *, seed: int = 777) -> list[str]:
     """The retain side of a selection: the other characters' and artists' known templates, object prompts and
-    portraits of people outside the world, from a stream apart from the test prompts."""
+    portraits of people outside the world, from a stream apart from the test prompts; and the first
+    :data:`GENERAL_RETAIN` shipped COCO captions, ordinary prompts the world does not know (without them the unsafe
+    concept kept generic features and its threshold sat under them: 56% of held-out COCO captions were edited)."""
     sets = world.erasure_prompts(n_retain=200, seed=seed)
     erased_keys = {world_name(n) for n in erased}
     prompts = [p for name, ps in sets["identity"].items() if name not in erased_keys for p in ps]
     prompts += [p for name, ps in sets["artist"].items() if name not in erased_keys for p in ps]
-    return prompts + [r["prompt"] for r in sets["retain"]] + sets["outside_people"]
+    return prompts + [r["prompt"] for r in sets["retain"]] + sets["outside_people"] + general_retain_prompts()
+
+
+def general_retain_prompts() -> list[str]:
+    """The first :data:`GENERAL_RETAIN` shipped COCO captions."""
+    from itd_core.assets import prompt_set
+    from itd_core.prompts import read_prompts
+
+    return read_prompts(prompt_set("coco_5k"))[:GENERAL_RETAIN]
 
 
 def build_config(bundle, erased: Sequence[str], method: str = "recommended", *, top_n: int = DEFAULT_TOP_N, strength: float | None = None,

@@ -250,11 +250,12 @@ def test_shipped_prompt_sets_are_offered():
 
 
 def test_demo_retain_default_covers_objects_outside_people_and_the_other_concepts():
-    from shapesworld.demo import CONCEPT_SETS, PROVIDER
+    from shapesworld.demo import CONCEPT_SETS, GENERAL_SET, PROVIDER
 
     sets = prompt_sets.available_prompt_sets(PROVIDER.world)
     chosen = prompt_sets.default_retain(sets, PROVIDER.world)
-    assert chosen == ["ShapesWorld: object prompts (retain)", "ShapesWorld: people outside the world (retain)", CONCEPT_SETS]
+    assert chosen == ["ShapesWorld: object prompts (retain)", "ShapesWorld: people outside the world (retain)", CONCEPT_SETS, GENERAL_SET]
+    assert len(sets[GENERAL_SET].prompts) == 400, "ordinary prompts on the retain side"
     artist = prompt_sets.concept_presets(PROVIDER.world)["Ilsa Marvaine"]
     retain = prompt_sets.retain_without(prompt_sets.combine(sets, chosen), list(artist))
     assert "A portrait of Harriet Colbane" in retain
