@@ -17,7 +17,6 @@ decision, over real prompts: the shipped COCO, DiffusionDB and celebrity sets an
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.bench_erasure import PROMPTS, clip_large_activations  # noqa: E402
+from bench.bench_erasure import PROMPTS, clip_large_activations, timed  # noqa: E402
 from itd_core.deactivation import ConceptFeatures, Deactivator  # noqa: E402
 from itd_core.sae import SAEConfig, TopKSAE  # noqa: E402
 
@@ -35,13 +34,7 @@ HELD_OUT = 2000  # real prompts from here on: past the COCO captions on the demo
 
 
 def median_seconds(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return timed(fn, repeats, "cpu")[0]
 
 
 def part_a(latents: int, repeats: int) -> None:

@@ -20,7 +20,6 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
-
 ENCODE_BLOCK = 32768  # latents per block of a large SAE's encode (see TopKSAE.encode)
 
 
