@@ -25,8 +25,8 @@ from views import common  # noqa: E402
 
 st.set_page_config(page_title="ItD Explorer", page_icon=":material/cleaning_services:", layout="wide")
 # Multiselect chips show their whole text: Streamlit cuts them after a few words, and prompt-set names are longer.
-st.html("<style>.stMultiSelect [data-baseweb='tag'] {max-width: none; height: auto;} "
-        ".stMultiSelect [data-baseweb='tag'] span {max-width: none; white-space: normal; overflow: visible;}</style>")
+st.html("<style>.stMultiSelect [data-tag] {max-width: none; height: auto;} "
+        ".stMultiSelect [data-tag] span {max-width: none; white-space: normal; overflow: visible; text-overflow: clip;}</style>")
 
 PAGES = {
     "Explore": [

@@ -280,11 +280,13 @@ def prepare_index(loaded) -> None:
     if handle.index is None or handle.has_stats:
         return
     bar = st.progress(0.0, text="Preparing the feature index of this model (first start only; about 20 s)…")
-    st.session_state[failed_key] = True  # a build that fails says so once, then the pages offer the build box
-    with guard():
+    try:
         with using(loaded):
             index_access.build(handle, corpus(), lambda text, fraction: bar.progress(min(max(fraction, 0.0), 1.0), text=f"Preparing the feature index: {text}"))
-        st.session_state.pop(failed_key)
+    except Exception as error:  # noqa: BLE001 - shown once; then the pages offer the build box. (Leaving the page
+        # mid-build is no failure: Streamlit stops the run with a BaseException, and the next run resumes the build.)
+        st.session_state[failed_key] = True
+        show_error(error)
     bar.empty()
 
 
