@@ -43,13 +43,12 @@ def index_corpus() -> list[str]:
     from shapesworld import world
 
     captions = [sample.caption for sample in world.generate(2000, seed=11)]
-    sets = world.erasure_prompts()
-    named = [p for group in ("identity", "artist") for prompts in sets[group].values() for p in prompts]
-    return list(dict.fromkeys(captions + named + sets["unsafe"] + [r["prompt"] for r in sets["retain"]]))
+    named = [p for prompts in concept_presets().values() for p in prompts]  # characters, artists, then unsafe
+    return list(dict.fromkeys(captions + named + [r["prompt"] for r in _benchmark()["retain"]]))
 
 
 @functools.cache
-def attribute_prompts(n: int = 1500, seed: int = 23) -> tuple[list[str], list[set[str]]]:
+def attribute_prompts(n: int = 1500, seed: int = 23) -> tuple[tuple[str, ...], tuple[frozenset[str], ...]]:
     """World captions with the attributes each one names (shape, colour, character, artist and style, unsafe), for
     automatic feature labels. Only what the caption says counts: an artist-only caption names no shape.
     Made once per process (~1 s)."""
