@@ -20,6 +20,7 @@ from feature_index.stats import BuildReport, CorpusStats, Example, FeatureStatis
 from feature_index.store import STORE_FILE, FeatureList, FeatureStore, Label
 from itd_core.concept import PromptProfile, peak_activations
 from itd_core.defaults import DEFAULT_TOP_K, DEFAULT_TOP_N
+from itd_core.distributed import distributed_state
 from itd_core.errors import ItdError
 
 STATS_DIR = "stats"
@@ -39,7 +40,7 @@ class FeatureReport(FeatureStatistics):
 class IndexBuildReport(BaseModel):
     folder: str
     stats: BuildReport
-    faiss: dict
+    faiss: dict | None = Field(None, description="None on the other processes of a data-parallel build: the main one builds the rest")
     feature_map: dict | None = None
 
 
@@ -158,12 +159,16 @@ class FeatureIndex:
     ) -> IndexBuildReport:
         """Corpus statistics (reused if this corpus and SAE were done, resumed if interrupted), the FAISS
         decoder index (if missing or damaged), and a feature map (PCA by default: instant; "umap" is slow).
-        ``progress(stage, done, total)`` is called along the way."""
+        ``progress(stage, done, total)`` is called along the way. Under ``accelerate launch`` every process computes
+        the statistics of its slice of the corpus and the main one merges them and builds the rest (the command is in
+        README's "Feature index" section)."""
         report = build_statistics(
             self.bundle.adapter, self.bundle.sae, self.fingerprint, corpus_prompts, self.folder / STATS_DIR,
             top_k=top_k, batch_size=batch_size, activation_cache=activation_cache, progress=progress,
             checkpoint_seconds=checkpoint_seconds, stop_after_prompts=stop_after_prompts,
         )
+        if not distributed_state().is_main_process:
+            return IndexBuildReport(folder=str(self.folder), stats=report)
         with self._lock:
             self.document = update_index_json(self.folder, stats=Path(report.folder).name)
             self._stats = None

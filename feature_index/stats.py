@@ -52,6 +52,7 @@ from feature_index.tokens import display_pieces, normalize_token, word_of_tokens
 from itd_core.activation_cache import ActivationCache, encoder_identity
 from itd_core.atomic import atomic_write_bytes
 from itd_core.defaults import DEFAULT_TOP_K
+from itd_core.distributed import distributed_state, rank_slice
 from itd_core.encoders import TextEncoderAdapter
 from itd_core.errors import ItdError
 from itd_core.prompts import prompts_hash
@@ -170,6 +171,27 @@ class StatsAccumulator:
         self.top_prompt[features] = torch.gather(merged_p, 1, take)
         self.top_position[features] = torch.gather(merged_pos, 1, take)
 
+    def merge_later(self, later: "StatsAccumulator") -> None:
+        """Add the statistics of ``later``, built over prompts that all come after this one's (another process's
+        slice). Exact for counts, histograms, maxima and top-K examples (ties still go to the earlier prompt); the
+        float64 activation sums differ from a one-process pass only by the order of additions (relative ~1e-16)."""
+        if (later.n, later.K, later.bins) != (self.n, self.K, self.bins):
+            raise ItdError(f"cannot merge statistics of {later.n} features / top-{later.K} / {later.bins} bins into {self.n} / top-{self.K} / {self.bins}")
+        self.n_tokens += later.n_tokens
+        self.fire_count += later.fire_count
+        self.prompt_count += later.prompt_count
+        self.act_sum += later.act_sum
+        self.act_max = torch.maximum(self.act_max, later.act_max)
+        self.hist += later.hist
+        # Both lists are sorted by value, earlier prompt first on ties, and every prompt of ``later`` comes after
+        # this one's: a stable sort of the concatenation keeps that order.
+        merged_v = torch.cat([self.top_values, later.top_values], 1)
+        sorted_v, take = torch.sort(merged_v, dim=1, descending=True, stable=True)
+        take = take[:, :self.K]
+        self.top_values = sorted_v[:, :self.K].contiguous()
+        self.top_prompt = torch.gather(torch.cat([self.top_prompt, later.top_prompt], 1), 1, take)
+        self.top_position = torch.gather(torch.cat([self.top_position, later.top_position], 1), 1, take)
+
     def arrays(self) -> dict[str, np.ndarray]:
         return {name: getattr(self, name).numpy() for name in self.ARRAYS}
 
@@ -259,9 +281,9 @@ class _Block:
     prompts_done: int  # every prompt below this index has been fed once this block is in
 
 
-def _encoder_blocks(adapter: TextEncoderAdapter, prompts: Sequence[str], start: int, batch_size: int, skip: np.ndarray) -> Iterator[_Block]:
+def _encoder_blocks(adapter: TextEncoderAdapter, prompts: Sequence[str], start: int, end: int, batch_size: int, skip: np.ndarray) -> Iterator[_Block]:
     masked = adapter.uses_attention_mask
-    for offset, (batch, activations) in enumerate(adapter.iter_capture(list(prompts[start:]), batch_size)):
+    for offset, (batch, activations) in enumerate(adapter.iter_capture(list(prompts[start:end]), batch_size)):
         first = start + offset * batch_size
         keep = torch.ones_like(batch.input_ids, dtype=torch.bool)
         keep[:, 0] = False
@@ -272,29 +294,30 @@ def _encoder_blocks(adapter: TextEncoderAdapter, prompts: Sequence[str], start: 
         yield _Block(activations[rows.to(activations.device), cols.to(activations.device)], rows + first, cols, first + len(batch))
 
 
-def _cache_blocks(cache: ActivationCache, start: int, batch_tokens: int, skip: np.ndarray, lengths: np.ndarray | None) -> Iterator[_Block]:
-    """Blocks from a cache; ``lengths`` (attended length per prompt) drops padding positions the cache may hold."""
+def _cache_blocks(cache: ActivationCache, start: int, end: int, batch_tokens: int, skip: np.ndarray, lengths: np.ndarray | None) -> Iterator[_Block]:
+    """Blocks of prompts ``[start, end)`` from a cache; ``lengths`` (attended length per prompt) drops padding
+    positions the cache may hold."""
     for index, info in enumerate(cache.shards):
-        if info.prompt_end <= start:
+        if info.prompt_end <= start or info.prompt_start >= end:
             continue
         shard = cache.load_shard(index)
         prompt_ids = shard.prompt_index.to(torch.int64)
-        keep = (prompt_ids >= start) & ~torch.from_numpy(skip)[prompt_ids]
+        keep = (prompt_ids >= start) & (prompt_ids < end) & ~torch.from_numpy(skip)[prompt_ids]
         if lengths is not None:
             keep &= shard.position.to(torch.int64) < torch.from_numpy(lengths)[prompt_ids]
         activations, prompt_ids, positions = shard.activations[keep], prompt_ids[keep], shard.position[keep].to(torch.int64)
-        n = len(prompt_ids)
+        n, shard_done = len(prompt_ids), min(info.prompt_end, end)
         if n == 0:
-            yield _Block(activations, prompt_ids, positions, info.prompt_end)
+            yield _Block(activations, prompt_ids, positions, shard_done)
             continue
         # cut at prompt boundaries, about batch_tokens tokens a block
         changes = (torch.nonzero(prompt_ids[1:] != prompt_ids[:-1]).flatten() + 1).tolist()
         begin = 0
-        for end in [*changes, n]:
-            if end - begin >= batch_tokens or end == n:
-                done = info.prompt_end if end == n else int(prompt_ids[end])
-                yield _Block(activations[begin:end], prompt_ids[begin:end], positions[begin:end], done)
-                begin = end
+        for cut in [*changes, n]:
+            if cut - begin >= batch_tokens or cut == n:
+                done = shard_done if cut == n else int(prompt_ids[cut])
+                yield _Block(activations[begin:cut], prompt_ids[begin:cut], positions[begin:cut], done)
+                begin = cut
 
 
 @torch.no_grad()
@@ -334,9 +357,10 @@ def stats_key(fingerprint: str, corpus_hash: str, n_prompts: int, identity: dict
 
 
 @contextmanager
-def _build_lock(folder: Path):
+def _build_lock(folder: Path, rank: int | None = None):
+    """Held while building; one per process of a data-parallel build (``rank``)."""
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / LOCK_FILE, "w") as handle:
+    with open(folder / (LOCK_FILE if rank is None else f"{LOCK_FILE}-r{rank:03d}"), "w") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -406,20 +430,26 @@ def build_statistics(
         if cache.d_model != sae.d_model:
             raise ItdError(f"the activation cache {cache.root} has width {cache.d_model}, the SAE expects {sae.d_model}")
 
-    with _build_lock(folder):
+    state = distributed_state()
+    rank, world_size = state.process_index, state.num_processes
+    lo, hi = rank_slice(len(prompts), rank, world_size)
+    with _build_lock(folder, rank if world_size > 1 else None):
         started = time.perf_counter()
         warnings: list[str] = []
+        partial = folder / (PARTIAL_FILE if world_size == 1 else f"partial-r{rank:03d}-of{world_size:03d}.safetensors")
         prompts_path = folder / PROMPTS_FILE
-        if prompts_path.is_file() and (folder / PARTIAL_FILE).is_file():
+        if prompts_path.is_file() and partial.is_file():
             arrow = _read_prompts_table(prompts_path)
             table = TokenTable(arrow.column("prompt").to_pylist(), arrow.column("tokens").to_pylist(),
                                arrow.column("n_content").to_pylist(), arrow.column("truncated").to_pylist())
         else:
             table = tokenize_corpus(adapter, prompts, progress)
-            _write_prompts_table(prompts_path, table)
+            if state.is_main_process:
+                _write_prompts_table(prompts_path, table)
         empty = table.empty
         if len(empty) == len(prompts):
-            shutil.rmtree(folder, ignore_errors=True)
+            if state.is_main_process:
+                shutil.rmtree(folder, ignore_errors=True)
             raise ItdError(f"none of the {len(prompts)} corpus prompts has a token once tokenised (first: {prompts[0][:60]!r}); give prompts with words in them")
         if empty:
             warnings.append(f"{len(empty)} prompt(s) tokenise to nothing and were skipped (first: #{empty[0]} {prompts[empty[0]][:60]!r})")
@@ -430,8 +460,7 @@ def build_statistics(
         skip[empty] = True
 
         accumulator = StatsAccumulator(sae.n_latents, top_k)
-        start = 0
-        partial = folder / PARTIAL_FILE
+        start = lo
         if partial.is_file():
             try:
                 arrays, meta = _load_arrays(partial)
@@ -440,9 +469,9 @@ def build_statistics(
                     start = int(meta["prompts_done"])
             except ItdError as error:
                 warnings.append(f"ignored an unreadable checkpoint ({error}); starting over")
-                start = 0
+                start = lo
                 accumulator = StatsAccumulator(sae.n_latents, top_k)
-        resumed_from = start
+        resumed_from = start - lo
         tokens_at_start = accumulator.n_tokens
 
         def checkpoint(done: int) -> None:
@@ -450,9 +479,9 @@ def build_statistics(
 
         if cache is not None:
             lengths = np.array([len(t) for t in table.tokens], dtype=np.int64) if adapter.uses_attention_mask else None
-            blocks = _cache_blocks(cache, start, batch_size * max(1, adapter.max_length - 1), skip, lengths)
+            blocks = _cache_blocks(cache, start, hi, batch_size * max(1, adapter.max_length - 1), skip, lengths)
         else:
-            blocks = _encoder_blocks(adapter, prompts, start, batch_size, skip)
+            blocks = _encoder_blocks(adapter, prompts, start, hi, batch_size, skip)
         last_checkpoint = pass_started = time.perf_counter()
         done = start
         for block in blocks:
@@ -460,47 +489,89 @@ def build_statistics(
             accumulator.update(values, indices, block.prompt_ids, block.positions)
             done = block.prompts_done
             if progress:
-                progress("statistics", done, len(prompts))
-            if stop_after_prompts is not None and done - start >= stop_after_prompts and done < len(prompts):
+                progress("statistics", done - lo, hi - lo)
+            if stop_after_prompts is not None and done - start >= stop_after_prompts and done < hi:
                 checkpoint(done)
-                raise ItdError(f"stopped after {done} of {len(prompts)} prompts as asked; rerun to resume")
-            if time.perf_counter() - last_checkpoint > checkpoint_seconds and done < len(prompts):
+                raise ItdError(f"stopped after {done - lo} of {hi - lo} prompts as asked; rerun to resume")
+            if time.perf_counter() - last_checkpoint > checkpoint_seconds and done < hi:
                 checkpoint(done)
                 last_checkpoint = time.perf_counter()
-        if done < len(prompts):
-            raise ItdError(f"the activation source ended after {done} of {len(prompts)} prompts")
+        if done < hi:
+            raise ItdError(f"the activation source ended after {done} of {hi} prompts")
         pass_seconds = time.perf_counter() - pass_started
         new_tokens = accumulator.n_tokens - tokens_at_start
-        if progress:
-            progress("finalize", 0, 2)
-        arrays = accumulator.arrays()
-        edges = hist_edges()
-        _save_arrays(folder / FEATURES_FILE, {**arrays, "hist_edges": edges}, {"key": key, "fingerprint": fingerprint})
-        _write_top_tokens(folder / TOP_TOKENS_FILE, arrays["top_prompt"], arrays["top_position"], table, adapter)
-        if progress:
-            progress("finalize", 1, 2)
-        manifest = {
-            "format": STATS_FORMAT, "version": STATS_VERSION, "key": key, "fingerprint": fingerprint,
-            "n_latents": sae.n_latents, "d_model": sae.d_model, "k": sae.k,
-            "corpus_hash": corpus_hash, "n_prompts": len(prompts), "n_empty_prompts": len(empty), "n_truncated_prompts": truncated,
-            "n_tokens": accumulator.n_tokens, "top_k": top_k,
-            "histogram": {"bins": HIST_BINS, "log10_range": list(HIST_LOG10_RANGE)},
-            "positions": rule, "layer": adapter.layer_name, "encoder": identity,
-            "pad_token": adapter.tokenizer.pad_token, "family": adapter.family,
-            "special_tokens": sorted(set(adapter.tokenizer.all_special_tokens)),
-            "source": f"activation-cache:{cache.root}" if cache is not None else "encoder",
-            "seconds": None, "pass_seconds": round(pass_seconds, 3), "resumed_from": resumed_from,
-            "tokens_per_second": round(new_tokens / pass_seconds, 1) if pass_seconds > 0 else None,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
-        manifest["seconds"] = round(time.perf_counter() - started, 3)
-        write_json(folder / MANIFEST, manifest)
+        if world_size > 1:
+            # Each process leaves its slice's statistics; the main process merges them in rank order.
+            _save_arrays(_slice_file(folder, rank, world_size), accumulator.arrays(),
+                         {"key": key, "n_tokens": str(accumulator.n_tokens), "new_tokens": str(new_tokens), "pass_seconds": repr(pass_seconds)})
+            state.wait_for_everyone()
+            if state.is_main_process:
+                accumulator, new_tokens, pass_seconds = _merge_slices(folder, key, world_size, sae.n_latents, top_k)
+        if state.is_main_process:
+            _write_statistics(folder, accumulator, table, adapter, sae, fingerprint, key, corpus_hash, prompts, empty, truncated, identity,
+                              rule, top_k, cache, pass_seconds, new_tokens, resumed_from, world_size, started, progress)
+            for slice_rank in range(world_size if world_size > 1 else 0):
+                _slice_file(folder, slice_rank, world_size).unlink(missing_ok=True)
+        state.wait_for_everyone()
         partial.unlink(missing_ok=True)
-        if progress:
-            progress("finalize", 2, 2)
+    manifest = read_json(folder / MANIFEST, "statistics manifest")
     return BuildReport(folder=str(folder), key=key, reused=False, resumed_from=resumed_from, n_prompts=len(prompts), n_empty_prompts=len(empty),
-                       n_tokens=accumulator.n_tokens, seconds=manifest["seconds"], pass_seconds=round(pass_seconds, 3),
+                       n_tokens=manifest["n_tokens"], seconds=manifest["seconds"], pass_seconds=manifest["pass_seconds"],
                        tokens_per_second=manifest["tokens_per_second"], warnings=warnings)
+
+
+def _slice_file(folder: Path, rank: int, world_size: int) -> Path:
+    return folder / f"slice-r{rank:03d}-of{world_size:03d}.safetensors"
+
+
+def _merge_slices(folder: Path, key: str, world_size: int, n_latents: int, top_k: int) -> tuple[StatsAccumulator, int, float]:
+    """The statistics of every process's slice, merged in rank order; the new tokens of this run; its longest pass."""
+    merged, new_tokens, pass_seconds = None, 0, 0.0
+    for rank in range(world_size):
+        arrays, meta = _load_arrays(_slice_file(folder, rank, world_size))
+        if meta.get("key") != key:
+            raise ItdError(f"{_slice_file(folder, rank, world_size)} belongs to another build; delete it and rerun")
+        part = StatsAccumulator(n_latents, top_k)
+        part.load_arrays(arrays, int(meta["n_tokens"]))
+        new_tokens += int(meta["new_tokens"])
+        pass_seconds = max(pass_seconds, float(meta["pass_seconds"]))
+        if merged is None:
+            merged = part
+        else:
+            merged.merge_later(part)
+    return merged, new_tokens, pass_seconds
+
+
+def _write_statistics(folder: Path, accumulator: StatsAccumulator, table: TokenTable, adapter: TextEncoderAdapter, sae: TopKSAE, fingerprint: str,
+                      key: str, corpus_hash: str, prompts: Sequence[str], empty: list[int], truncated: int, identity: dict, rule: str, top_k: int,
+                      cache: ActivationCache | None, pass_seconds: float, new_tokens: int, resumed_from: int, world_size: int, started: float,
+                      progress: Progress | None) -> None:
+    if progress:
+        progress("finalize", 0, 2)
+    arrays = accumulator.arrays()
+    _save_arrays(folder / FEATURES_FILE, {**arrays, "hist_edges": hist_edges()}, {"key": key, "fingerprint": fingerprint})
+    _write_top_tokens(folder / TOP_TOKENS_FILE, arrays["top_prompt"], arrays["top_position"], table, adapter)
+    if progress:
+        progress("finalize", 1, 2)
+    manifest = {
+        "format": STATS_FORMAT, "version": STATS_VERSION, "key": key, "fingerprint": fingerprint,
+        "n_latents": sae.n_latents, "d_model": sae.d_model, "k": sae.k,
+        "corpus_hash": corpus_hash, "n_prompts": len(prompts), "n_empty_prompts": len(empty), "n_truncated_prompts": truncated,
+        "n_tokens": accumulator.n_tokens, "top_k": top_k,
+        "histogram": {"bins": HIST_BINS, "log10_range": list(HIST_LOG10_RANGE)},
+        "positions": rule, "layer": adapter.layer_name, "encoder": identity,
+        "pad_token": adapter.tokenizer.pad_token, "family": adapter.family,
+        "special_tokens": sorted(set(adapter.tokenizer.all_special_tokens)),
+        "source": f"activation-cache:{cache.root}" if cache is not None else "encoder",
+        "processes": world_size,
+        "seconds": None, "pass_seconds": round(pass_seconds, 3), "resumed_from": resumed_from,
+        "tokens_per_second": round(new_tokens / pass_seconds, 1) if pass_seconds > 0 else None,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    manifest["seconds"] = round(time.perf_counter() - started, 3)
+    write_json(folder / MANIFEST, manifest)
+    if progress:
+        progress("finalize", 2, 2)
 
 
 def _token_lookup(table: TokenTable, family: str, pad_token: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -34,16 +34,18 @@ def add_json_option(parser: argparse.ArgumentParser) -> None:
 
 def bundle_from_args(args):
     from itd_core.bundle import BundleSpec, load_bundle
+    from itd_core.distributed import process_device
 
     spec = BundleSpec(model=args.bundle, sae=args.sae, sae_subfolder=args.sae_subfolder, sae_format=args.sae_format,
-                      layer=args.layer, device=args.device, dtype=args.dtype)
+                      layer=args.layer, device=process_device(args.device), dtype=args.dtype)
     return load_bundle(spec)
 
 
 def bundle_for_config(config, args):
     from itd_core.bundle import bundle_spec_for_config, load_bundle
+    from itd_core.distributed import process_device
 
-    bundle = load_bundle(bundle_spec_for_config(config, device=args.device, dtype=args.dtype))
+    bundle = load_bundle(bundle_spec_for_config(config, device=process_device(args.device), dtype=args.dtype))
     bundle.check_config(config)
     return bundle
 

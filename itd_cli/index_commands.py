@@ -67,18 +67,23 @@ class _StderrProgress:
 
 
 def cmd_index_build(args) -> None:
+    from itd_core.distributed import distributed_state
     from itd_core.prompts import read_prompt_files
 
     _positive(args.top_k, "--top-k")
     _positive(args.batch_size, "--batch-size")
     prompts = read_prompt_files(args.corpus)
     index = _open_index(args)
-    progress = _StderrProgress()
+    main_process = distributed_state().is_main_process  # under `accelerate launch`, the other processes stay quiet
+    progress = _StderrProgress() if main_process else None
     try:
         report = index.build(prompts, progress=progress, top_k=args.top_k, batch_size=args.batch_size, activation_cache=args.activation_cache,
                              faiss_factory=None if args.faiss == "auto" else args.faiss, feature_map=args.map)
     finally:
-        progress.close()
+        if progress:
+            progress.close()
+    if not main_process:
+        return
     for warning in report.stats.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     s = report.stats

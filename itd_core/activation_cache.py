@@ -44,6 +44,7 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from itd_core.atomic import atomic_write_json
+from itd_core.distributed import distributed_state, rank_slice
 from itd_core.encoders import TextEncoderAdapter, TokenizedPrompts
 from itd_core.errors import ItdError
 from itd_core.prompts import prompts_hash
@@ -116,26 +117,6 @@ POSITIONS_RULE = "all-except-0"  # every position but BOS, for every encoder
 def _build_key(identity: dict, phash: str, n_prompts: int, shard_tokens: int, world_size: int, positions: str) -> str:
     payload = json.dumps([CACHE_VERSION, identity, phash, n_prompts, shard_tokens, world_size, positions], sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-
-def use_cpu_processes() -> bool:
-    """Whether accelerate should run CPU processes (gloo): asked for with ``ACCELERATE_USE_CPU=true``,
-    or no accelerator device is present. accelerate only forms a multi-process CPU group when told so."""
-    if os.environ.get("ACCELERATE_USE_CPU", "").strip().lower() in {"1", "true", "yes"}:
-        return True
-    return not torch.accelerator.is_available()
-
-
-def _distributed_state():
-    """accelerate's process state (a plain single process when not launched by ``accelerate launch``
-    or ``torch.distributed.run``)."""
-    from accelerate import PartialState
-
-    return PartialState(cpu=use_cpu_processes())
-
-
-def _rank_slice(n_prompts: int, rank: int, world_size: int) -> tuple[int, int]:
-    return n_prompts * rank // world_size, n_prompts * (rank + 1) // world_size
 
 
 def _select_positions(batch: TokenizedPrompts) -> torch.Tensor:
@@ -227,7 +208,7 @@ def build_activation_cache(
     if shard_tokens < 1:
         raise ValueError(f"shard_tokens must be >= 1, got {shard_tokens}")
     out_dir = Path(out_dir)
-    state = _distributed_state()
+    state = distributed_state()
     rank, world_size = state.process_index, state.num_processes
     identity = encoder_identity(adapter)
     phash = prompts_hash(prompts)
@@ -245,7 +226,7 @@ def build_activation_cache(
             f"{identity['name_or_path']!r} layer {identity['layer']!r}); choose another folder or delete that one")
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    start, end = _rank_slice(len(prompts), rank, world_size)
+    start, end = rank_slice(len(prompts), rank, world_size)
     plan = _plan_shards(adapter, start, end, shard_tokens) if end > start else []
     todo = []
     for index, (first, last) in enumerate(plan):

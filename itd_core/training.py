@@ -77,9 +77,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from itd_core.activation_cache import build_activation_cache, use_cpu_processes
+from itd_core.activation_cache import build_activation_cache
 from itd_core.atomic import atomic_write_json
 from itd_core.defaults import LEARNING_RATE
+from itd_core.distributed import use_cpu_processes
 from itd_core.encoders import TextEncoderAdapter
 from itd_core.errors import ItdError
 from itd_core.sae import SAEConfig, SparseCode, TopKSAE

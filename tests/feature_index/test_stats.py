@@ -107,3 +107,73 @@ def test_statistics_from_the_activation_cache(tiny_bundle, tmp_path):
     _check_against_brute_force(stats, brute_force_stats(sae, blocks, len(prompts), K, hist_edges()))
     with pytest.raises(ItdError, match="other prompts"):
         build_statistics(adapter, sae, "fp", prompts[:5], tmp_path / "stats", activation_cache=cache)
+
+
+TWO_PROCESS_SCRIPT = """
+import importlib.util, json, sys
+from pathlib import Path
+
+def load(name, path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+builders = load("itd_stats_test_conftest", {conftest!r})
+tiny = load("itd_stats_test_tiny", {tiny!r})
+from accelerate import PartialState
+from feature_index.stats import build_statistics
+
+prompts = json.loads(Path({prompts!r}).read_text())
+report = build_statistics(builders.build_tiny_clip_adapter(), tiny.build_tiny_sae(n_latents=64, k=4), "fp-ddp", prompts, Path({out!r}),
+                          top_k={top_k}, batch_size=3)
+rank = PartialState().process_index
+Path({out!r}, f"rank{{rank}}.json").write_text(json.dumps({{"n_tokens": report.n_tokens, "folder": report.folder}}))
+"""
+
+
+@pytest.mark.slow
+def test_two_processes_give_the_one_process_statistics(tmp_path):
+    """``accelerate launch --num_processes 2`` (CPU, gloo): each process takes half the corpus, the main one
+    merges; counts, histograms, maxima, top-K examples (ties included: the corpus repeats prompts across the
+    halves) and their tokens equal the one-process pass exactly, the float64 sums to the order of additions."""
+    import json
+    import textwrap
+    from pathlib import Path
+
+    import pyarrow.parquet as pq
+
+    from feature_index.stats import FEATURES_FILE, TOP_TOKENS_FILE
+    from tests.distributed import launch_two_cpu_processes
+    from tests.itd_core.conftest import build_tiny_clip_adapter
+    from tests.tiny_models import build_tiny_sae
+
+    prompts = CORPUS[:15] + ["", CORPUS[1], CORPUS[0]]  # an empty prompt; repeats of first-half prompts in the second half
+    (tmp_path / "prompts.json").write_text(json.dumps(prompts))
+    script = tmp_path / "stats_ddp.py"
+    script.write_text(textwrap.dedent(TWO_PROCESS_SCRIPT.format(
+        conftest=str(Path(__file__).parents[1] / "itd_core" / "conftest.py"), tiny=str(Path(__file__).parents[1] / "tiny_models.py"),
+        prompts=str(tmp_path / "prompts.json"), out=str(tmp_path / "two"), top_k=K)))
+    result = launch_two_cpu_processes(script, tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    adapter, sae = build_tiny_clip_adapter(), build_tiny_sae(n_latents=64, k=4)
+    one = build_statistics(adapter, sae, "fp-ddp", prompts, tmp_path / "one", top_k=K, batch_size=3)
+    reports = [json.loads((tmp_path / "two" / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    assert [r["n_tokens"] for r in reports] == [one.n_tokens] * 2, "every process reports the whole corpus's statistics"
+    two_folder = Path(reports[0]["folder"])
+    assert two_folder.name == Path(one.folder).name, "the same build key: a 2-process build is the same statistics"
+    two_stats, one_stats = CorpusStats.open(two_folder, "fp-ddp", 64), CorpusStats.open(one.folder, "fp-ddp", 64)
+    assert two_stats.manifest["processes"] == 2 and two_stats.n_tokens == one_stats.n_tokens
+    for name, expected in one_stats.arrays.items():
+        if name == "act_sum":
+            np.testing.assert_allclose(two_stats.arrays[name], expected, rtol=1e-12, err_msg=name)
+        else:
+            np.testing.assert_array_equal(two_stats.arrays[name], expected, err_msg=name)
+    top = one_stats.arrays["top_prompt"]
+    assert any(0 in row and 17 in row for row in top.tolist()), "a tie across the two halves is in some top-K list"
+    assert pq.read_table(two_folder / TOP_TOKENS_FILE).equals(pq.read_table(Path(one.folder) / TOP_TOKENS_FILE))
+    def files(folder: Path) -> set[str]:
+        return {p.name for p in folder.iterdir() if not p.name.startswith(".lock")}
+
+    assert files(two_folder) == files(Path(one.folder)), "no slice or checkpoint files left behind"
+    assert (two_folder / FEATURES_FILE).is_file()

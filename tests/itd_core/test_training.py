@@ -4,10 +4,6 @@ determinism, resume, the prompt-to-SAE runner, and a 2-process data-parallel run
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -30,6 +26,7 @@ from itd_core.training import (
     split_prompts,
     train_sae_from_prompts,
 )
+from tests.distributed import launch_two_cpu_processes
 
 REPO = Path(__file__).resolve().parents[2]
 PROMPTS = [f"a {adj} {noun} {place}" for adj in ("red", "small", "shiny", "old") for noun in ("cat", "car", "tree", "house", "robot")
@@ -282,12 +279,6 @@ print(f"RANK {{state.process_index}} OF {{state.num_processes}} DONE steps={{met
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_process_data_parallel_training(tmp_path):
     """``ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes 2`` (gloo): both ranks finish,
@@ -302,13 +293,7 @@ def test_two_process_data_parallel_training(tmp_path):
     script.write_text(textwrap.dedent(TWO_PROCESS_SCRIPT.format(
         conftest=str(Path(__file__).with_name("conftest.py")), prompts=str(tmp_path / "prompts.json"),
         config=str(tmp_path / "config.json"), out=str(out))))
-    # accelerate's own `--cpu` launcher starts several CPU processes only through MPI; its torchrun-based
-    # launcher (`--multi_gpu`) with ACCELERATE_USE_CPU=true gives a gloo group of CPU processes.
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-           "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-               "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()), str(script)]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    result = launch_two_cpu_processes(script, tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     for rank in (0, 1):
         assert f"RANK {rank} OF 2 DONE steps=6" in result.stdout, result.stdout + result.stderr[-3000:]
