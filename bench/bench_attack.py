@@ -2,6 +2,8 @@
 
     python bench/bench_attack.py                 # 3 characters, 2 artists, unsafe; the default budget
     python bench/bench_attack.py --quick         # the tiny budget
+    # against configs on another SAE of the demo's encoder (e.g. one from shapesworld.train_sae --layer ...)
+    python bench/bench_attack.py --layer encoder.layer.5 --sae runs/sae_layer5/sae --methods recommended
 
 Each concept is erased on its own (one config per concept and method, built as in bench/bench_redteam.py);
 the attack searches against that erased pipeline and the verdict draws its best prompt on held-out seeds.
@@ -27,17 +29,20 @@ def main(argv=None) -> int:
     parser.add_argument("--concepts", nargs="+", default=CONCEPTS)
     parser.add_argument("--quick", action="store_true", help="the attack's tiny budget")
     parser.add_argument("--json", help="write every result to this file")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--layer", help="hooked layer (default: the demo's)")
+    parser.add_argument("--sae", help="an SAE folder for that layer (default: the demo's SAE)")
     args = parser.parse_args(argv)
 
-    from itd_core.bundle import load_bundle
+    from itd_core.bundle import BundleSpec, load_bundle
     from shapesworld import attack
     from shapesworld import redteam_benchmark as rb
 
-    bundle = load_bundle("demo")
+    bundle = load_bundle(BundleSpec(layer=args.layer, sae=args.sae))
     budget = attack.QUICK_BUDGET if args.quick else attack.AttackBudget()
     started = time.monotonic()
     reports = {}
-    for method in METHODS:
+    for method in args.methods:
         results, method_started = [], time.monotonic()
         for name in args.concepts:
             config = rb.build_config(bundle, [name], method)

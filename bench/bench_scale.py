@@ -25,7 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.bench_erasure import PROMPTS, clip_large_activations, timed  # noqa: E402
+from bench.bench_erasure import PROMPTS, clip_large_activations, peak_extra_bytes, timed  # noqa: E402
 from itd_core.deactivation import ConceptFeatures, Deactivator  # noqa: E402
 from itd_core.sae import SAEConfig, TopKSAE  # noqa: E402
 
@@ -52,13 +52,14 @@ def part_a(latents: int, repeats: int) -> None:
         middle = scores.sort(dim=0).values[len(PROMPTS) // 2 - 1: len(PROMPTS) // 2 + 1].mean(0)
         deactivator = Deactivator(sae, [c.with_threshold(float(middle[i])) for i, c in enumerate(concepts)])
         seconds = median_seconds(lambda deactivator=deactivator: deactivator.apply(activations), repeats)
-        rows.append((count, seconds))
+        peak = peak_extra_bytes(lambda deactivator=deactivator: deactivator.apply(activations), "cpu")
+        rows.append((count, seconds, peak))
         print(f"  part A: {count} concept(s): {seconds:.3f} s", file=sys.stderr)
     print(f"\nPart A: SAE 768 x {latents:,}, k=64, 8 prompts x 77 tokens, fp32, CPU {torch.get_num_threads()} threads, medians of {repeats}\n")
-    print("| concepts (128 features each) | erasure path s | vs one concept |")
-    print("|---:|---:|---:|")
-    for count, seconds in rows:
-        print(f"| {count} | {seconds:.3f} | {seconds / rows[0][1]:.2f}x |")
+    print("| concepts (128 features each) | erasure path s | vs one concept | peak extra memory of one call |")
+    print("|---:|---:|---:|---:|")
+    for count, seconds, peak in rows:
+        print(f"| {count} | {seconds:.3f} | {seconds / rows[0][1]:.2f}x | {peak / 2**20:,.0f} MiB |")
 
 
 def part_b(repeats: int, per_set: int) -> None:
@@ -83,33 +84,32 @@ def part_b(repeats: int, per_set: int) -> None:
         subset = config.model_copy(update={"concepts": config.concepts[:count]})
         deactivator = subset.deactivator(bundle.sae)
         seconds = median_seconds(lambda deactivator=deactivator: deactivator.apply(activations, prompt_mask=batch.prompt_mask), repeats)
+        peak = peak_extra_bytes(lambda deactivator=deactivator: deactivator.apply(activations, prompt_mask=batch.prompt_mask), "cpu")
         scores = deactivator.score_prompts(bundle.adapter, retain)
         fpr = float((scores >= deactivator.threshold_tensor()).any(dim=1).float().mean())
-        rows.append((count, seconds, fpr))
+        rows.append((count, seconds, fpr, peak))
     print(f"\nPart B: the demo, every world concept erased at once (recommended method), {len(retain)} retain prompts naming none\n")
-    print("| concepts | erasure path s (64 prompts) | vs one concept | retain prompts edited |")
-    print("|---:|---:|---:|---:|")
-    for count, seconds, fpr in rows:
-        print(f"| {count} | {seconds:.4f} | {seconds / rows[0][1]:.2f}x | {100 * fpr:.1f}% |")
+    print("| concepts | erasure path s (64 prompts) | vs one concept | retain prompts edited | peak extra memory of one call |")
+    print("|---:|---:|---:|---:|---:|")
+    for count, seconds, fpr, peak in rows:
+        print(f"| {count} | {seconds:.4f} | {seconds / rows[0][1]:.2f}x | {100 * fpr:.1f}% | {peak / 2**20:,.1f} MiB |")
 
     real = {name: read_prompts(prompt_set(name))[HELD_OUT:HELD_OUT + per_set] for name in ("coco_5k", "diffusiondb_5k")}
     real["celebrity_target"] = read_prompts(prompt_set("celebrity_target"))[:per_set]  # 250 in all
     real["ShapesWorld captions"] = [s.caption for s in world.generate(per_set, seed=99)]
-    cast = TopKSAE(bundle.sae.config, dtype=torch.bfloat16)
-    cast.load_state_dict(bundle.sae.state_dict())
-    cast.fingerprint = bundle.sae.fingerprint  # the same stored weights, loaded in bf16 (as load_sae(dtype=bf16) does)
-    full, half = config.deactivator(bundle.sae), config.deactivator(cast)
+    full = config.deactivator(bundle.sae)
+    half = config.deactivator(bundle.sae.copy_as(torch.bfloat16))
+    screened = config.deactivator(bundle.sae.copy_as(torch.float32).screen_in_bf16())
     print(f"\nbf16 against fp32 SAE weights, the {len(names)}-concept config, decision by decision:\n")
-    print("| prompts | n | edited (fp32) | decisions differing |")
-    print("|---|---:|---:|---:|")
-    total = differing = 0
+    print("| prompts | n | edited (fp32) | bf16: decisions differing | fp32 behind the bf16 screen: differing |")
+    print("|---|---:|---:|---:|---:|")
+    total, differing = 0, [0, 0]
     for name, prompts in real.items():
         a = full.score_prompts(bundle.adapter, prompts) >= full.threshold_tensor()
-        b = half.score_prompts(bundle.adapter, prompts) >= half.threshold_tensor()
-        diff = int((a != b).any(dim=1).sum())
-        total, differing = total + len(prompts), differing + diff
-        print(f"| {name} | {len(prompts)} | {int(a.any(dim=1).sum())} | {diff} |")
-    print(f"| all | {total} | | {differing} |")
+        diffs = [int(((d.score_prompts(bundle.adapter, prompts) >= d.threshold_tensor()) != a).any(dim=1).sum()) for d in (half, screened)]
+        total, differing = total + len(prompts), [x + y for x, y in zip(differing, diffs)]
+        print(f"| {name} | {len(prompts)} | {int(a.any(dim=1).sum())} | {diffs[0]} | {diffs[1]} |")
+    print(f"| all | {total} | | {differing[0]} | {differing[1]} |")
 
 
 def main(argv=None) -> int:

@@ -43,6 +43,7 @@ class BundleSpec(BaseModel):
     layer: str | None = None
     device: str = "cpu"
     dtype: str = "fp32"
+    bf16_screen: bool = False  # encode the fp32 SAE through TopKSAE.screen_in_bf16 (the fp32 result, faster)
 
     @property
     def provider(self) -> BundleProvider | None:
@@ -127,6 +128,10 @@ class ModelBundle:
         sae_path = sae_location(spec.sae or spec.model, spec.sae_subfolder)
         sae_format = detect_format(sae_path) if spec.sae_format == "auto" else spec.sae_format
         sae = load_sae(sae_path, format=sae_format, dtype=parse_dtype(spec.dtype), device=spec.device)
+        if spec.bf16_screen:
+            if sae.W_enc.dtype != parse_dtype("fp32"):
+                raise ItdError(f"--bf16-screen serves an fp32 SAE; with --dtype {spec.dtype} the SAE is already in {sae.W_enc.dtype}")
+            sae.screen_in_bf16()
         return cls(spec, adapter, sae, model_path, sae_path, sae_format)
 
     @property

@@ -31,6 +31,10 @@ stays, and a position where no concept feature fires is not touched at all. The 
 shape and colour a prompt names in most erased images, and the residual edit at a milder strength
 (:data:`itd_core.erasure_config.RESIDUAL_STRENGTHS`) in few, with fewer leaks (README, "Erasure methods").
 
+Reduced precision: an SAE in bf16 is about three times faster than fp32 on a CPU (README, Benchmarks) but its
+scores move by up to a few percent, enough to flip a prompt that sits at a threshold (1 in about 1,000 real prompts
+measured). :meth:`itd_core.sae.TopKSAE.screen_in_bf16` keeps most of that speed with the fp32 result.
+
 Cost: the encode is one matmul shared by all concepts; the reconstruction is a sparse
 gather of the k active decoder rows; the concept terms only touch the few (token, latent)
 pairs whose latent belongs to some concept, so C concepts cost about as much as one.

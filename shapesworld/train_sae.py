@@ -7,6 +7,8 @@ celebrity and style lists, I2P), deduplicated and shuffled with the seed.
 
     python -m shapesworld.train_sae                    # ~15 min on 2 CPU cores; resumable
     python -m shapesworld.train_sae --export-only      # re-export runs/demo_sae/sae into the assets
+    # the same recipe on another layer (kept in the run folder, never exported over the demo's SAE)
+    python -m shapesworld.train_sae --layer encoder.layer.5 --run-dir runs/sae_layer5
 
 The SAE is exported to ``shapesworld/assets/sae/`` (native format, fp16 weights: loads exactly
 into fp32), its training metrics to ``shapesworld/assets/sae_metrics.json``.
@@ -22,6 +24,7 @@ from pathlib import Path
 import torch
 
 from shapesworld import world
+from shapesworld.text_encoder import HOOK_LAYER
 
 ASSETS = Path(__file__).parent / "assets"
 SAE_DIR = ASSETS / "sae"
@@ -73,10 +76,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--world-captions", type=int, default=30000)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--export-only", action="store_true")
+    parser.add_argument("--layer", default=HOOK_LAYER, help=f"hooked layer (default: the demo's, {HOOK_LAYER}); another one is not exported")
     args = parser.parse_args(argv)
     if not args.export_only:
         torch.set_num_threads(args.threads)
-        adapter, _ = load_adapter(BundleSpec())
+        adapter, _ = load_adapter(BundleSpec(layer=args.layer))
         prompts = corpus(args.world_captions)
         tokens_estimate = len(prompts) * (adapter.max_length - 1)
         steps = max(1, int(args.epochs * tokens_estimate / args.batch_size))
@@ -85,7 +89,10 @@ def main(argv: list[str] | None = None) -> None:
                                 warmup_steps=min(100, steps // 10), checkpoint_every=200, seed=CORPUS_SEED,
                                 dead_steps_threshold=200, cache_batch_size=256)
         train_sae_from_prompts(adapter, prompts, args.run_dir, config)
-    export(args.run_dir)
+    if args.layer == HOOK_LAYER:
+        export(args.run_dir)
+    else:
+        print(f"trained on {args.layer}: the SAE is in {args.run_dir / 'sae'} (the demo's assets are for {HOOK_LAYER})")
 
 
 if __name__ == "__main__":

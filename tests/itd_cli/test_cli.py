@@ -284,3 +284,21 @@ def test_sae_train_does_not_take_sae_options_it_would_ignore(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["sae", "train", "--prompts", "x.txt", "--latents", "8", "--k", "2", "-o", "out", "--sae", "elsewhere"])
     assert exit_info.value.code == 2 and "unrecognized arguments: --sae elsewhere" in capsys.readouterr().err
+
+
+def test_the_bf16_screen_classifies_as_fp32(capsys, calibrated, monkeypatch):
+    """--bf16-screen: the same decisions and scores (to fp32 rounding) as plain fp32; with --dtype bf16 a clear error."""
+    from itd_core import sae as sae_module
+
+    monkeypatch.setattr(sae_module, "SCREEN_CANDIDATES", 64)  # below the tiny SAE's 256 latents, so the screen runs
+    prompts = [TARGET[0], "a cat on a mat", "Emma Stone in an official photo"]
+    code, out, err = run(capsys, "classify", calibrated, *prompts, "--json")
+    assert code == 0, err
+    code, screened_out, err = run(capsys, "classify", calibrated, *prompts, "--json", "--bf16-screen")
+    assert code == 0, err
+    plain, screened = json.loads(out)["prompts"], json.loads(screened_out)["prompts"]
+    assert [r["edited"] for r in screened] == [r["edited"] for r in plain]
+    for a, b in zip(plain, screened):
+        assert b["scores"]["Tom Cruise"] == pytest.approx(a["scores"]["Tom Cruise"], rel=1e-5)
+    code, out, err = run(capsys, "classify", calibrated, TARGET[0], "--dtype", "bf16", "--bf16-screen")
+    assert code != 0 and "--bf16-screen serves an fp32 SAE" in err

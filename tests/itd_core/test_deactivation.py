@@ -218,3 +218,20 @@ def test_an_edit_strength_changes_the_edit_and_never_the_decisions(sae, activati
     assert not torch.equal(milder.activations, own.activations)
     with pytest.raises(ItdError, match="edit_strength"):
         Deactivator(sae, concepts, edit_strength=float("nan"))
+
+
+
+def test_a_bf16_screened_sae_scores_and_edits_as_fp32(sae, activations, monkeypatch):
+    """TopKSAE.screen_in_bf16: the same latents as the fp32 encode, so the same decisions and (to fp32 rounding) edits."""
+    from itd_core import sae as sae_module
+
+    monkeypatch.setattr(sae_module, "SCREEN_CANDIDATES", 64)  # below the fixture's 300 latents, so the screen runs
+    concepts = _concepts(sae, activations)
+    plain = Deactivator(sae, concepts).scores(activations)
+    calibrated = [c.with_threshold(float(plain[:, i].median())) for i, c in enumerate(concepts)]
+    expected = Deactivator(sae, calibrated).apply(activations)
+    screened_sae = sae.copy_as(torch.float32).screen_in_bf16()
+    result = Deactivator(screened_sae, calibrated).apply(activations)
+    assert torch.equal(result.triggered, expected.triggered)
+    torch.testing.assert_close(result.scores, expected.scores, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(result.activations, expected.activations, rtol=1e-5, atol=1e-5)

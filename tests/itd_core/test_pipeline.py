@@ -57,6 +57,22 @@ def test_plain_pipe_call_erases_targets_and_leaves_others_bit_identical(tiny_bun
     assert after == before, "remove() restores the pipeline"
 
 
+def test_the_bf16_screen_in_the_pipeline_takes_the_fp32_decisions(tiny_bundle, config, non_targets, monkeypatch):
+    from itd_core import sae as sae_module
+    from itd_core.errors import ItdError
+
+    monkeypatch.setattr(sae_module, "SCREEN_CANDIDATES", 64)  # below the tiny SAE's 256 latents, so the screen runs
+    pipe = tiny_bundle.pipeline
+    sae = tiny_bundle.sae.copy_as(torch.float32)
+    with erasure(pipe, config, sae, bf16_screen=True) as hook:
+        embeds, _ = pipe.encode_prompt([TARGET[0], non_targets[0]], "cpu", 1, False)
+    assert hook.calls[-1].edited == [True, False] and sae._screen is not None
+    plain, _ = pipe.encode_prompt([non_targets[0]], "cpu", 1, False)
+    assert torch.equal(embeds[1], plain[0]), "the other prompt passes bit-exactly"
+    with pytest.raises(ItdError, match="fp32 SAE"):
+        apply_erasure(pipe, config, tiny_bundle.sae.copy_as(torch.bfloat16), bf16_screen=True)
+
+
 def test_context_manager_and_prompt_embeds_path(tiny_bundle, config):
     pipe = tiny_bundle.pipeline
     with erasure(pipe, config, tiny_bundle.sae) as hook:
