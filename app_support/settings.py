@@ -81,7 +81,8 @@ def default_spec(environ: Mapping[str, str] | None = None) -> BundleSpec:
         raise ItdError(f"bad app setting in the environment: {describe_validation_error(error)}") from None
 
 
-def spec_from_form(model: str, sae: str, sae_subfolder: str, sae_format: str, layer: str, device: str, dtype: str) -> BundleSpec:
+def spec_from_form(model: str, sae: str, sae_subfolder: str, sae_format: str, layer: str, device: str, dtype: str,
+                   bf16_screen: bool = False) -> BundleSpec:
     """A spec from the sidebar's text fields (blank fields mean 'not given'); raises ItdError on bad input."""
     model = model.strip()
     if not model:
@@ -90,9 +91,11 @@ def spec_from_form(model: str, sae: str, sae_subfolder: str, sae_format: str, la
         raise ItdError(f"unknown SAE format {sae_format!r}; use one of {', '.join(SAE_FORMATS)}")
     if dtype not in DTYPES:
         raise ItdError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
+    if bf16_screen and dtype != "fp32":
+        raise ItdError(f"the bf16 screen serves fp32 weights (it gives their exact result faster): choose the dtype fp32, not {dtype}")
     spec = BundleSpec(
         model=model, sae=sae.strip() or None, sae_subfolder=sae_subfolder.strip() or None, sae_format=sae_format,
-        layer=layer.strip() or None, device=device.strip() or "cpu", dtype=dtype,
+        layer=layer.strip() or None, device=device.strip() or "cpu", dtype=dtype, bf16_screen=bf16_screen,
     )
     if spec.provider is None and spec.sae is None:
         raise ItdError("an SAE is needed for a model other than the demo: give the SAE folder (or hub repo)")

@@ -120,7 +120,7 @@ def apply_spec(spec: BundleSpec) -> None:
 
 
 _BUNDLE_FORMS = ("sb", "home")  # the sidebar's, and the Model & SAE page's
-_BUNDLE_FIELDS = ("model", "sae", "subfolder", "format", "layer", "device", "dtype")
+_BUNDLE_FIELDS = ("model", "sae", "subfolder", "format", "layer", "device", "dtype", "bf16_screen")
 
 
 def bundle_form(prefix: str, *, expanded: bool = False) -> None:
@@ -141,9 +141,11 @@ def bundle_form(prefix: str, *, expanded: bool = False) -> None:
             layer = st.text_input("Layer", spec.layer or "", key=f"w.{prefix}.layer", help="index or path; blank: the bundle's own (8 for CLIP)")
             device = st.text_input("Device", spec.device, key=f"w.{prefix}.device", help="cpu, cuda, cuda:1, mps")
             dtype = st.selectbox("Weights dtype", DTYPES, index=DTYPES.index(spec.dtype) if spec.dtype in DTYPES else 0, key=f"w.{prefix}.dtype")
+            bf16_screen = st.checkbox("bf16 screen", spec.bf16_screen, key=f"w.{prefix}.bf16_screen",
+                                      help="fp32 weights only: the SAE's exact fp32 result, 2-3x faster for a large SAE on a CPU")
         if st.form_submit_button("Load", type="primary"):
             try:
-                apply_spec(spec_from_form(model, sae, subfolder, sae_format, layer, device, dtype))
+                apply_spec(spec_from_form(model, sae, subfolder, sae_format, layer, device, dtype, bf16_screen))
             except ItdError as error:
                 st.error(str(error))
             else:

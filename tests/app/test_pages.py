@@ -83,6 +83,19 @@ def test_a_wrong_path_is_a_message_not_a_trace(app, tmp_path, form, monkeypatch)
     assert any("an SAE is needed" in e.value for e in app.sidebar.error)
 
 
+def test_the_bf16_screen_is_a_form_option_for_fp32_weights(app, monkeypatch):
+    monkeypatch.setenv("ITD_APP_ROOTS", os.pathsep.join([os.environ["ITD_APP_MODEL"], os.environ["ITD_APP_SAE"]]))  # the test's bundle
+    app.selectbox(key="w.sb.dtype").select("bf16")
+    app.checkbox(key="w.sb.bf16_screen").check()
+    app.button(key="FormSubmitter:bundle.sb-Load").click().run()
+    assert not app.exception and any("choose the dtype fp32, not bf16" in e.value for e in app.sidebar.error)
+    app.selectbox(key="w.sb.dtype").select("fp32")
+    app.checkbox(key="w.sb.bf16_screen").check()
+    app.button(key="FormSubmitter:bundle.sb-Load").click().run()
+    assert not app.exception and not app.sidebar.error, [e.value for e in app.sidebar.error]
+    assert app.checkbox(key="w.sb.bf16_screen").value and app.checkbox(key="w.home.bf16_screen").value, "both forms show it applied"
+
+
 def test_folders_outside_the_apps_roots_are_refused_without_saying_anything_about_them(app, tmp_path, monkeypatch):
     monkeypatch.setenv("ITD_APP_ROOTS", str(tmp_path / "allowed"))
     messages = []

@@ -36,6 +36,9 @@ def test_spec_from_form_checks_input():
         settings.spec_from_form("/some/folder", " ", "", "auto", "", "cpu", "fp32")
     spec = settings.spec_from_form(" demo ", "", "", "auto", " ", "", "fp32")
     assert spec.provider is not None and spec.provider.name == "demo" and spec.layer is None and spec.device == "cpu"
+    assert not spec.bf16_screen and settings.spec_from_form("demo", "", "", "auto", "", "", "fp32", True).bf16_screen
+    with pytest.raises(ItdError, match="choose the dtype fp32, not bf16"):
+        settings.spec_from_form("demo", "", "", "auto", "", "", "bf16", True)
 
 
 def test_sets_folder_is_per_sae(tmp_path):
