@@ -25,6 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.memory import peak_extra_bytes  # noqa: E402
 from bench.reference_itd import public_erasure  # noqa: E402
 from itd_core.deactivation import ConceptFeatures, Deactivator  # noqa: E402
 from itd_core.sae import SAEConfig, TopKSAE  # noqa: E402
@@ -66,27 +67,6 @@ def time_split(sae: TopKSAE, activations: torch.Tensor, total: float, repeats: i
     matmul, blocks = timed(products, repeats, device)
     top_k, _ = timed(lambda: [torch.topk(block, sae.k, dim=-1, sorted=False) for block in blocks], repeats, device)
     return {"matrix products": matmul, "top-k": top_k, "the rest": max(total - matmul - top_k, 0.0)}
-
-
-def peak_extra_bytes(fn, device: str) -> int:
-    """Memory one call of ``fn`` needs beyond what was held before it: CUDA's allocator peak, or on CPU the process's
-    peak resident set (Linux: reset through ``/proc/self/clear_refs``, read from ``/proc/self/status``)."""
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-        before = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-        fn()
-        torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated() - before
-
-    def status_kib(field: str) -> int:
-        line = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith(field))
-        return int(line.split()[1])
-
-    Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
-    before = status_kib("VmRSS:")
-    fn()
-    return (status_kib("VmHWM:") - before) * 1024
 
 
 def real_prompts(n: int) -> list[str]:

@@ -43,6 +43,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.memory import status_kib  # noqa: E402
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -55,14 +58,6 @@ CONCEPTS = {"Tom Cruise": ["A portrait of Tom Cruise", "Tom Cruise in an officia
                             "Tom Cruise at a public event", "A photo of Tom Cruise smiling"],
             "Van Gogh": ["Painting in the style of Van Gogh", "A Van Gogh starry sky", "Sunflowers by Van Gogh",
                          "A landscape in the manner of Van Gogh", "Van Gogh style portrait"]}
-
-
-def rss_bytes() -> int:
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
 
 
 def median_ms(fn, repeats: int) -> float:
@@ -167,11 +162,11 @@ def part_a(args, rows: list, report: dict, work: Path) -> None:
     factories = ("Flat", "SQfp16", "SQ8")
     results = {}
     for factory in factories:
-        before = rss_bytes()
+        before = status_kib("VmRSS") * 1024
         start = time.perf_counter()
         built_index = DecoderIndex.build(decoder, bundle.fingerprint, factory)
         seconds = time.perf_counter() - start
-        rss = rss_bytes() - before
+        rss = status_kib("VmRSS") * 1024 - before
         start = time.perf_counter()
         _, ids = built_index.search(queries, 20 if factory == "Flat" else RERANK_FACTOR * 20 + 10)
         batch_seconds = time.perf_counter() - start

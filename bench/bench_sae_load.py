@@ -25,26 +25,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.memory import reset_peak_rss, status_kib  # noqa: E402
+
 FORMATS = ("itd", "saelens", "native")
 STORE_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
-
-
-def _status_kb(field: str) -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no {field} in /proc/self/status")
-
-
-def _reset_peak_rss() -> bool:
-    """Reset VmHWM to the current RSS (Linux >= 4.0); False where not allowed."""
-    try:
-        with open("/proc/self/clear_refs", "w") as clear_refs:
-            clear_refs.write("5")
-        return True
-    except OSError:
-        return False
 
 
 def child(path: str, fmt: str, dtype: str, warmup: str) -> None:
@@ -57,8 +41,8 @@ def child(path: str, fmt: str, dtype: str, warmup: str) -> None:
 
     load_sae(warmup, format=fmt, dtype=dtype)  # first-call imports and allocator set-up are not counted
     gc.collect()
-    reset = _reset_peak_rss()
-    baseline_kb = _status_kb("VmRSS")
+    reset = reset_peak_rss()
+    baseline_kb = status_kib("VmRSS")
     cpu_before = resource.getrusage(resource.RUSAGE_SELF)
     start = time.perf_counter()
     sae = load_sae(path, format=fmt, dtype=dtype)
@@ -71,9 +55,9 @@ def child(path: str, fmt: str, dtype: str, warmup: str) -> None:
                 "load_s": seconds,
                 "cpu_s": (cpu_after.ru_utime + cpu_after.ru_stime) - (cpu_before.ru_utime + cpu_before.ru_stime),
                 "baseline_kb": baseline_kb,
-                "peak_kb": _status_kb("VmHWM") if reset else cpu_after.ru_maxrss,
+                "peak_kb": status_kib("VmHWM") if reset else cpu_after.ru_maxrss,
                 "peak_source": "VmHWM" if reset else "ru_maxrss",
-                "rss_after_kb": _status_kb("VmRSS"),
+                "rss_after_kb": status_kib("VmRSS"),
                 "weights_bytes": sum(t.numel() * t.element_size() for t in tensors),
                 "fingerprint": sae.fingerprint,
             }

@@ -25,7 +25,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.bench_erasure import PROMPTS, clip_large_activations, peak_extra_bytes, timed  # noqa: E402
+from bench.bench_erasure import PROMPTS, clip_large_activations, timed  # noqa: E402
+from bench.memory import peak_extra_bytes  # noqa: E402
 from itd_core.deactivation import ConceptFeatures, Deactivator  # noqa: E402
 from itd_core.sae import SAEConfig, TopKSAE  # noqa: E402
 

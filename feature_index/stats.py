@@ -162,14 +162,17 @@ class StatsAccumulator:
         cand_v[g, r] = torch.from_numpy(pv[keep].astype(np.float32))
         cand_p[g, r] = torch.from_numpy(pp[keep].astype(np.int32))
         cand_pos[g, r] = torch.from_numpy(ppos[keep].astype(np.int32))
-        merged_v = torch.cat([self.top_values[features], cand_v], 1)
-        merged_p = torch.cat([self.top_prompt[features], cand_p], 1)
-        merged_pos = torch.cat([self.top_position[features], cand_pos], 1)
-        sorted_v, take = torch.sort(merged_v, dim=1, descending=True, stable=True)  # stable: earlier prompts first on ties
-        take = take[:, :K]
-        self.top_values[features] = sorted_v[:, :K]
-        self.top_prompt[features] = torch.gather(merged_p, 1, take)
-        self.top_position[features] = torch.gather(merged_pos, 1, take)
+        top = self._best_k((self.top_values[features], self.top_prompt[features], self.top_position[features]), (cand_v, cand_p, cand_pos))
+        self.top_values[features], self.top_prompt[features], self.top_position[features] = top
+
+    def _best_k(self, earlier: tuple[torch.Tensor, ...], later: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The K best (values, prompts, positions) per row of two lists, each sorted by value with the earlier prompt
+        first on ties and every prompt of ``later`` after those of ``earlier``: a stable sort of the concatenation keeps
+        ties in prompt order."""
+        values, prompts, positions = (torch.cat(pair, 1) for pair in zip(earlier, later))
+        sorted_values, take = torch.sort(values, dim=1, descending=True, stable=True)
+        take = take[:, :self.K]
+        return sorted_values[:, :self.K].contiguous(), torch.gather(prompts, 1, take), torch.gather(positions, 1, take)
 
     def merge_later(self, later: "StatsAccumulator") -> None:
         """Add the statistics of ``later``, built over prompts that all come after this one's (another process's
@@ -183,14 +186,8 @@ class StatsAccumulator:
         self.act_sum += later.act_sum
         self.act_max = torch.maximum(self.act_max, later.act_max)
         self.hist += later.hist
-        # Both lists are sorted by value, earlier prompt first on ties, and every prompt of ``later`` comes after
-        # this one's: a stable sort of the concatenation keeps that order.
-        merged_v = torch.cat([self.top_values, later.top_values], 1)
-        sorted_v, take = torch.sort(merged_v, dim=1, descending=True, stable=True)
-        take = take[:, :self.K]
-        self.top_values = sorted_v[:, :self.K].contiguous()
-        self.top_prompt = torch.gather(torch.cat([self.top_prompt, later.top_prompt], 1), 1, take)
-        self.top_position = torch.gather(torch.cat([self.top_position, later.top_position], 1), 1, take)
+        self.top_values, self.top_prompt, self.top_position = self._best_k(
+            (self.top_values, self.top_prompt, self.top_position), (later.top_values, later.top_prompt, later.top_position))
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {name: getattr(self, name).numpy() for name in self.ARRAYS}
@@ -508,8 +505,32 @@ def build_statistics(
             if state.is_main_process:
                 accumulator, new_tokens, pass_seconds = _merge_slices(folder, key, world_size, sae.n_latents, top_k)
         if state.is_main_process:
-            _write_statistics(folder, accumulator, table, adapter, sae, fingerprint, key, corpus_hash, prompts, empty, truncated, identity,
-                              rule, top_k, cache, pass_seconds, new_tokens, resumed_from, world_size, started, progress)
+            if progress:
+                progress("finalize", 0, 2)
+            arrays = accumulator.arrays()
+            _save_arrays(folder / FEATURES_FILE, {**arrays, "hist_edges": hist_edges()}, {"key": key, "fingerprint": fingerprint})
+            _write_top_tokens(folder / TOP_TOKENS_FILE, arrays["top_prompt"], arrays["top_position"], table, adapter)
+            if progress:
+                progress("finalize", 1, 2)
+            manifest = {
+                "format": STATS_FORMAT, "version": STATS_VERSION, "key": key, "fingerprint": fingerprint,
+                "n_latents": sae.n_latents, "d_model": sae.d_model, "k": sae.k,
+                "corpus_hash": corpus_hash, "n_prompts": len(prompts), "n_empty_prompts": len(empty), "n_truncated_prompts": truncated,
+                "n_tokens": accumulator.n_tokens, "top_k": top_k,
+                "histogram": {"bins": HIST_BINS, "log10_range": list(HIST_LOG10_RANGE)},
+                "positions": rule, "layer": adapter.layer_name, "encoder": identity,
+                "pad_token": adapter.tokenizer.pad_token, "family": adapter.family,
+                "special_tokens": sorted(set(adapter.tokenizer.all_special_tokens)),
+                "source": f"activation-cache:{cache.root}" if cache is not None else "encoder",
+                "processes": world_size,
+                "seconds": None, "pass_seconds": round(pass_seconds, 3), "resumed_from": resumed_from,
+                "tokens_per_second": round(new_tokens / pass_seconds, 1) if pass_seconds > 0 else None,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            }
+            manifest["seconds"] = round(time.perf_counter() - started, 3)
+            write_json(folder / MANIFEST, manifest)
+            if progress:
+                progress("finalize", 2, 2)
             for slice_rank in range(world_size if world_size > 1 else 0):
                 _slice_file(folder, slice_rank, world_size).unlink(missing_ok=True)
         state.wait_for_everyone()
@@ -540,38 +561,6 @@ def _merge_slices(folder: Path, key: str, world_size: int, n_latents: int, top_k
         else:
             merged.merge_later(part)
     return merged, new_tokens, pass_seconds
-
-
-def _write_statistics(folder: Path, accumulator: StatsAccumulator, table: TokenTable, adapter: TextEncoderAdapter, sae: TopKSAE, fingerprint: str,
-                      key: str, corpus_hash: str, prompts: Sequence[str], empty: list[int], truncated: int, identity: dict, rule: str, top_k: int,
-                      cache: ActivationCache | None, pass_seconds: float, new_tokens: int, resumed_from: int, world_size: int, started: float,
-                      progress: Progress | None) -> None:
-    if progress:
-        progress("finalize", 0, 2)
-    arrays = accumulator.arrays()
-    _save_arrays(folder / FEATURES_FILE, {**arrays, "hist_edges": hist_edges()}, {"key": key, "fingerprint": fingerprint})
-    _write_top_tokens(folder / TOP_TOKENS_FILE, arrays["top_prompt"], arrays["top_position"], table, adapter)
-    if progress:
-        progress("finalize", 1, 2)
-    manifest = {
-        "format": STATS_FORMAT, "version": STATS_VERSION, "key": key, "fingerprint": fingerprint,
-        "n_latents": sae.n_latents, "d_model": sae.d_model, "k": sae.k,
-        "corpus_hash": corpus_hash, "n_prompts": len(prompts), "n_empty_prompts": len(empty), "n_truncated_prompts": truncated,
-        "n_tokens": accumulator.n_tokens, "top_k": top_k,
-        "histogram": {"bins": HIST_BINS, "log10_range": list(HIST_LOG10_RANGE)},
-        "positions": rule, "layer": adapter.layer_name, "encoder": identity,
-        "pad_token": adapter.tokenizer.pad_token, "family": adapter.family,
-        "special_tokens": sorted(set(adapter.tokenizer.all_special_tokens)),
-        "source": f"activation-cache:{cache.root}" if cache is not None else "encoder",
-        "processes": world_size,
-        "seconds": None, "pass_seconds": round(pass_seconds, 3), "resumed_from": resumed_from,
-        "tokens_per_second": round(new_tokens / pass_seconds, 1) if pass_seconds > 0 else None,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    manifest["seconds"] = round(time.perf_counter() - started, 3)
-    write_json(folder / MANIFEST, manifest)
-    if progress:
-        progress("finalize", 2, 2)
 
 
 def _token_lookup(table: TokenTable, family: str, pad_token: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -120,7 +120,8 @@ class TopKSAE(nn.Module):
         fp32 memory) picks :data:`SCREEN_CANDIDATES` latents per token, their pre-activations are computed again in
         fp32 from the fp32 weights, and the top k of those is the answer wherever a bound on bf16's rounding proves that
         no latent outside the candidates can beat the k-th (every other token takes the plain fp32 encode). So the
-        latents are the fp32 encode's and the values fp32 dot products, at close to bf16's speed (README, Benchmarks).
+        latents are the fp32 encode's and the values fp32 dot products, at close to bf16's speed for a large SAE (README,
+        Benchmarks; at 8,192 latents the gather costs more than it saves, and plain fp32 is faster).
         Returns ``self``; a change of the weights or device afterwards needs another call; ``enabled=False`` drops it."""
         if not enabled:
             self._screen = None
