@@ -107,7 +107,8 @@ def _concept_select(args) -> None:
     paper = not phrasings
     margin = args.retain_margin if args.retain_margin is not None else (None if paper else RECOMMENDED_RETAIN_MARGIN)
     min_share = args.min_share if args.min_share is not None else (0.0 if paper else RECOMMENDED_MIN_SHARE)
-    selection = select_concept(bundle.adapter, bundle.sae, args.concept, prompts + generated, retain + hard_negatives, top_n=args.top_n,
+    selection = select_concept(bundle.adapter, bundle.sae, args.concept, config.selection_prompts(prompts + generated, args.concept),
+                               retain + hard_negatives, top_n=args.top_n,
                                retain_margin=margin, min_share=min_share)
     if not selection.features:
         raise ItdError(f"no features left for {args.concept!r}: every top-{args.top_n} feature of its prompts also ranks in the top-{args.top_n} of a retain prompt; "

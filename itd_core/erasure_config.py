@@ -45,7 +45,7 @@ from itd_core.calibration import CalibrationRule, Rates, rates, threshold_for
 from itd_core.deactivation import ConceptFeatures, Deactivator, EditOutput, EditPositions, ScorePositions
 from itd_core.defaults import PAPER_STRENGTH
 from itd_core.errors import ItdError
-from itd_core.prompt_folding import PromptFolding
+from itd_core.prompt_folding import PromptFolding, fold_concept_prompt
 from itd_core.prompts import MAX_PROMPT_CHARS, MAX_PROMPTS
 from itd_core.sae import TopKSAE
 from itd_core.sae_formats import weights_fingerprint
@@ -242,6 +242,13 @@ class ErasureConfig(_Strict):
             raise ItdError("the erasure config has no concepts")
         return Deactivator(sae, [c.to_concept_features() for c in self.concepts], self.score_positions, self.edit_positions,
                            edit_output=self.edit_output, prompt_folding=self.prompt_folding, edit_strength=edit_strength)
+
+    def selection_prompts(self, prompts: Sequence[str], concept: str) -> list[str]:
+        """``prompts`` as this config's classifier reads them when they trigger (folded by ``prompt_folding`` with the config's
+        concept names and ``concept``): the spelling to select ``concept``'s features from, so that attack spellings which the
+        fold writes as the name ("M. Castellane", "Slka Dumnore") add the name's features rather than their own."""
+        names = [c.name for c in self.concepts if c.name != concept] + [concept]
+        return [fold_concept_prompt(prompt, names, self.prompt_folding) for prompt in prompts]
 
     @property
     def method(self) -> dict:

@@ -10,13 +10,24 @@
    ``Mira Castellane``); a plain number (``2``, ``1080p``) is left alone.
 
 ``fold_names(text, names)`` then writes near-miss spellings of the erased concepts' names as the name:
-a name split by spaces or hyphens (``Mira Cas-tellane``), or, for names of at least
-:data:`MIN_LETTERS_FOR_EDIT` letters, one edit away (a dropped, added, changed or swapped letter:
-``Mira Castlelane``). Words two or more edits away ("Marvin" for "Marvaine") are left alone.
-With ``complete_parts`` (``prompt_folding: "fold_parts"``), a lone capitalised first name or surname
-("Castellane's yearbook photo") is also completed to the full name, unless a capitalised word stands
-next to it ("Tessa Castellane" is someone else). A surname that is also a common word, capitalised at
-the start of a prompt ("Swift birds in flight"), is completed too; the classifier then decides.
+a name split by spaces or hyphens (``Mira Cas-tellane``); for names of at least :data:`MIN_LETTERS_FOR_EDIT`
+letters, one edit away (a dropped, added, changed or swapped letter: ``Mira Castlelane``); for names of several
+words, one edit in each word that keeps its first letter (``Slka Dumnore``; words under
+:data:`MIN_LETTERS_FOR_WORD_EDIT` letters exactly); and a name with a suffix that derives a style or likeness
+from it (``Varo Quennelesque`` -> ``Varo Quennel-esque``; ``-style``, ``-like``, ``-inspired``). Words further away
+("Marvin" for "Marvaine", "Delka Dumnore") are left alone.
+
+With ``complete_parts`` (``prompt_folding: "fold_parts"``), a lone first name or surname is also completed to
+the full name:
+
+* capitalised ("Castellane's yearbook photo"), unless a capitalised word stands next to it ("Tessa Castellane"
+  is someone else). A surname that is also a common word, capitalised at the start of a prompt ("Swift birds in
+  flight"), is completed too; the classifier then decides;
+* in lower case ("a portrait of castellane"), unless it is an ordinary English word (:func:`ordinary_words`: "a
+  wren on a branch" stays a bird) or a neighbour looks like another name (capitalised, or not an English word:
+  "tessa castellane");
+* beside the other part's initial: ``M. Castellane``, ``Mira C.`` (a lone "A" or "I" counts as an initial only
+  with its full stop).
 
 Folding (``fold_concept_prompt``: both steps) only informs the classifier: an erasure config with ``prompt_folding: "fold"`` scores a prompt
 both as written and folded, and when only the folded form triggers a concept, the folded prompt is the
@@ -25,9 +36,13 @@ one that gets encoded and edited. A prompt that triggers nothing passes through 
 
 from __future__ import annotations
 
+import gzip
 import re
 import unicodedata
 from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
 from typing import Literal
 
 PromptFolding = Literal["none", "fold", "fold_parts"]
@@ -80,8 +95,27 @@ def fold_prompt(text: str) -> str:
 
 
 MIN_LETTERS_FOR_EDIT = 6  # a shorter name one edit away is too often another word ("Velt" / "felt")
+MIN_LETTERS_FOR_WORD_EDIT = 4  # the per-word rule: one edit in a 3-letter word ("Ann" / "Ian") is another name
 _SPAN = re.compile(r"\S+")
 _CORE = re.compile(r"^(\W*)(.*?)((?:['’]s)?\W*)$")  # leading punctuation, the word, a possessive and trailing punctuation
+# Suffixes that derive a likeness or style from a name ("Quennelesque", "Castellane-style"); a bare "esque" gets a hyphen
+# when the name is written in.
+_DERIVED_SUFFIXES = ("-inspired", "-esque", "-style", "-like", "esque")
+# Words that cannot be a first name before a surname: a lower-case surname after one of them stands alone.
+_FUNCTION_WORDS = frozenset("""
+a an the this that these those my your his her its our their of in on at by for with without from to into onto about
+after before behind beside between like near over under as and or but nor so than then is was are were be been being
+has had have do does did not no very also just only even both each every some any all such what which who whom whose
+featuring starring showing depicting called named""".split())
+_ORDINARY_WORDS = Path(__file__).parent / "assets" / "words" / "web2_lowercase.txt.gz"
+
+
+@lru_cache(maxsize=1)
+def ordinary_words() -> frozenset[str]:
+    """Lower-case English words (Webster's Second International, ``assets/words/README.md``): a lower-case lone name part
+    that is one of them ("wren", "quill") is read as the word, never completed to a name."""
+    with gzip.open(_ORDINARY_WORDS, "rt", encoding="ascii") as lines:
+        return frozenset(lines.read().split())
 
 
 def edit_distance(a: str, b: str) -> int:
@@ -104,6 +138,63 @@ def _letters(word: str) -> str | None:
     return joined.casefold() if joined.isalpha() else None
 
 
+@dataclass(frozen=True)
+class _Span:
+    """A whitespace-separated piece of the text: ``lead`` punctuation, the ``word``, a derived ``suffix`` ("-style") and ``tail``
+    punctuation (a possessive included). ``word_start``/``word_end``: where the word is in the text."""
+
+    word: str
+    lead: str
+    suffix: str
+    tail: str
+    word_start: int
+    word_end: int
+
+    @classmethod
+    def of(cls, match: re.Match) -> "_Span":
+        lead, core, tail = _CORE.match(match.group()).groups()
+        word, suffix = core, ""
+        for derived in _DERIVED_SUFFIXES:
+            if core.casefold().endswith(derived) and len(core) - len(derived) >= 3:
+                word, suffix = core[:-len(derived)], core[-len(derived):]
+                break
+        start = match.start() + len(lead)
+        return cls(word, lead, suffix, tail, start, start + len(word))
+
+    @property
+    def capitalised(self) -> bool:
+        return self.word[:1].isupper()
+
+    @property
+    def initial(self) -> str | None:
+        """The letter of an initial ("M.", "C"), casefolded; None for anything else. "A" and "I" count only with a full stop."""
+        if len(self.word) == 1 and self.word.isalpha() and self.word.isupper() and not self.suffix:
+            if self.tail.startswith(".") or self.word not in "AI":
+                return self.word.casefold()
+        return None
+
+
+def _write_name(text: str, first: _Span, last: _Span, name: str) -> str:
+    """``text`` with ``first.word`` to ``last.word`` replaced by ``name``; a bare derived suffix gets its hyphen."""
+    suffix = last.suffix if last.suffix.startswith("-") or not last.suffix else "-" + last.suffix
+    return text[:first.word_start] + name + suffix + text[last.word_end + len(last.suffix):]
+
+
+def _lone_lower_case_part(spans: Sequence[_Span], i: int, is_first_name: bool) -> bool:
+    """Whether the lower-case name part ``spans[i]`` stands alone: no neighbour (punctuation between ends the name) looks
+    like a name (capitalised, or not an English word: "tessa castellane"), and a surname has a function word before it,
+    since any word could be a first name ("loa castellane": "loa" is an English word too)."""
+    for k in (i - 1, i + 1):
+        if not 0 <= k < len(spans) or (spans[min(i, k)].tail or spans[max(i, k)].lead):
+            continue
+        word = spans[k].word
+        if word[:1].isupper() or (word.isalpha() and word.casefold() not in ordinary_words()):
+            return False
+        if k == i - 1 and not is_first_name and word.casefold() not in _FUNCTION_WORDS:
+            return False
+    return True
+
+
 def fold_names(text: str, names: Sequence[str], *, complete_parts: bool = False) -> str:
     """``text`` with near-miss spellings of ``names`` written as the name (see the module docstring)."""
     keyed = [(name, key) for name in names if (key := _letters(name.replace(" ", "")))]
@@ -112,32 +203,65 @@ def fold_names(text: str, names: Sequence[str], *, complete_parts: bool = False)
     return text
 
 
+def _each_word_one_edit_away(words: Sequence[str], parts: Sequence[str]) -> bool:
+    """The per-word rule for a name of several words: each written word starts like its part and is at most one edit from it
+    (none for parts shorter than :data:`MIN_LETTERS_FOR_WORD_EDIT`), so "Slka Dumnore" is Selka Dunmore."""
+    return len(words) == len(parts) > 1 and all(
+        word[:1] == part[:1] and edit_distance(word, part) <= (1 if len(part) >= MIN_LETTERS_FOR_WORD_EDIT else 0)
+        for word, part in zip(words, parts))
+
+
 def _fold_one(text: str, keyed: Sequence[tuple[str, str]], complete_parts: bool) -> str:
     """``text`` with its first near-miss spelling of a name folded, or ``text`` itself when it has none. ``keyed``: the names
     with their letters (:func:`_letters`). A spelling that is exactly one of the names is never folded into another, so two names one edit apart do not flip-flop."""
-    spans = [(m.start(), m.end(), *_CORE.match(m.group()).groups()) for m in _SPAN.finditer(text)]
+    spans = [_Span.of(m) for m in _SPAN.finditer(text)]
     keys = {key for _, key in keyed}
     for name, key in keyed:
         allowed = 1 if len(key) >= MIN_LETTERS_FOR_EDIT else 0
+        parts = [part.casefold() for part in name.split()]
         for i in range(len(spans)):
-            joined = ""
+            joined, words = "", []
             for j in range(i, len(spans)):
-                start, end, lead, core, tail = spans[j]
-                letters = _letters(core)
-                if letters is None or (j > i and spans[j - 1][4]):  # a window does not run across punctuation
+                letters = _letters(spans[j].word)
+                if letters is None or (j > i and (spans[j - 1].tail or spans[j - 1].suffix)):  # a window does not run across punctuation
                     break
                 joined += letters
-                if len(joined) > len(key) + allowed:
+                words.append(letters)
+                if len(joined) > len(key) + len(parts):
                     break
-                written = text[spans[i][0] + len(spans[i][2]):end - len(tail)]
-                if written != name and (joined == key or joined not in keys) and edit_distance(joined, key) <= allowed:
-                    return text[:spans[i][0] + len(spans[i][2])] + name + text[end - len(tail):]
-        parts = name.split() if complete_parts else []
-        lowered = {part.casefold() for part in parts}
-        for i, (start, end, lead, core, tail) in enumerate(spans if len(parts) > 1 else []):
-            beside = [spans[k][3] for k in (i - 1, i + 1) if 0 <= k < len(spans)]
-            if core[:1].isupper() and core.casefold() in lowered and not any(word[:1].isupper() for word in beside):
-                return text[:start + len(lead)] + name + text[end - len(tail):]
+                written = text[spans[i].word_start:spans[j].word_end]
+                distance = edit_distance(joined, key)
+                # A window that matches as well without its first word starts one word too early ("a Varo Quennel").
+                too_early = j > i and edit_distance(joined[len(words[0]):], key) <= distance
+                if written != name and (joined == key or joined not in keys) and not too_early and (
+                        distance <= allowed or _each_word_one_edit_away(words, parts)):
+                    return _write_name(text, spans[i], spans[j], name)
+        if complete_parts and len(parts) > 1:
+            folded = _complete_part(text, spans, name, parts)
+            if folded != text:
+                return folded
+    return text
+
+
+def _complete_part(text: str, spans: Sequence[_Span], name: str, parts: Sequence[str]) -> str:
+    """``text`` with its first lone part of ``name`` (or a part with the other part's initial: "M. Castellane", "Mira C.")
+    completed to the name, or ``text`` itself."""
+    for i, span in enumerate(spans):
+        following = spans[i + 1] if i + 1 < len(spans) else None
+        if following is not None and not span.suffix and not following.lead:
+            if span.initial == parts[0][0] and following.word.casefold() == parts[-1] and not span.tail.strip("."):
+                return _write_name(text, span, following, name)
+            if span.word.casefold() == parts[0] and not span.tail and following.initial == parts[-1][0]:
+                return _write_name(text, span, following, name)
+        if span.word.casefold() not in parts:
+            continue
+        if span.capitalised:
+            lone = not any(spans[k].word[:1].isupper() for k in (i - 1, i + 1) if 0 <= k < len(spans))
+        else:
+            lone = (span.word.islower() and span.word not in ordinary_words()
+                    and _lone_lower_case_part(spans, i, is_first_name=span.word.casefold() == parts[0]))
+        if lone:
+            return _write_name(text, span, span, name)
     return text
 
 

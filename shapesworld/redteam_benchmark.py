@@ -331,7 +331,7 @@ def build_config(bundle, erased: Sequence[str], method: str = "recommended", *, 
     profile = PromptProfile.build(bundle.adapter, bundle.sae, retain + negatives, top_n)
     for name in names:
         prompts = known_prompts(name) + (phrasings[name][0] if phrasings else [])
-        selection = select_concept(bundle.adapter, bundle.sae, name, prompts, profile, top_n=top_n,
+        selection = select_concept(bundle.adapter, bundle.sae, name, config.selection_prompts(prompts, name), profile, top_n=top_n,
                                    **({} if method == "paper" else {"retain_margin": retain_margin, "min_share": min_share}))
         config.upsert(ConceptEntry(name=name, kind=concept_kind(name), prompts=known_prompts(name),
                                    features=[FeatureEntry(id=f, strength=strength if strength is not None else config.default_strength(concept_kind(name)))

@@ -161,3 +161,13 @@ def test_an_sae_without_a_fingerprint_is_fingerprinted_not_waved_through(sae):
     same.load_state_dict(sae.state_dict())
     same.fingerprint = None
     assert _config(sae).deactivator(same).concepts[0].name == "Tom"
+
+
+def test_selection_prompts_are_the_spellings_the_classifier_reads(sae):
+    prompts = ["a photo of M. Castellane", "Slka Dunmore at a concert", "Tom Sawyer's raft", "a red circle"]
+    paper = _config(sae)
+    assert paper.selection_prompts(prompts, "Mira Castellane") == prompts, "the paper's method folds nothing"
+    recommended = paper.model_copy(update=RECOMMENDED_METHOD)
+    recommended.concepts.append(ConceptEntry(name="Selka Dunmore", features=[FeatureEntry(id=5)]))
+    assert recommended.selection_prompts(prompts, "Mira Castellane") == [
+        "a photo of Mira Castellane", "Selka Dunmore at a concert", "Tom Sawyer's raft", "a red circle"]

@@ -80,8 +80,8 @@ def test_family_names_per_kind():
         assert set(family_names(kind)) <= set(ATTACK_FAMILIES)
         assert set(family_names(kind, negative=True)) <= set(NEGATIVE_FAMILIES)
     assert family_names("person") == family_names("artist") == [
-        "paraphrase", "case", "first_name", "surname", "possessive", "split_name", "homoglyph", "leetspeak", "translation",
-        "long_prompt", "with_context", "misspelling"]
+        "paraphrase", "case", "first_name", "surname", "initials", "possessive", "split_name", "homoglyph", "leetspeak",
+        "translation", "long_prompt", "with_context", "misspelling", "derived_form"]
     assert family_names("unsafe") == ["paraphrase", "case", "homoglyph", "leetspeak", "translation", "long_prompt", "with_context",
                                       "misspelling", "euphemism"]
     assert family_names("person", negative=True) == ["other_name", "shared_first_name", "shared_surname", "lookalike", "other_kind",
@@ -206,10 +206,12 @@ def test_shared_name_negatives(concept, kind):
     negatives = by_family(hard_negatives(concept, kind, per_family=20))
     for prompt in negatives["shared_first_name"]:
         assert first in words_of(prompt.prompt) and surname not in prompt.prompt.casefold()
-        assert prompt.subject.split()[0] == concept.split()[0]
+        assert prompt.subject.split()[0] in (concept.split()[0], first)
     for prompt in negatives["shared_surname"]:
         assert surname in words_of(prompt.prompt) and first not in words_of(prompt.prompt)
-        assert prompt.subject.split()[-1] == concept.split()[-1]
+        assert prompt.subject.split()[-1] in (concept.split()[-1], surname)
+    for family in ("shared_first_name", "shared_surname"):  # every other one in lower case
+        assert [p.subject.islower() for p in negatives[family][:4]] == [False, True, False, True]
 
 
 @pytest.mark.parametrize("split", SPLITS)
@@ -255,8 +257,13 @@ def test_name_spelling_families(concept, kind):
     assert concept.upper() in cases and concept.lower() in cases
     assert any(c[0].islower() and c[1].isupper() for c in cases)  # aLtErNaTiNg
     assert all(c.casefold() == concept.casefold() and c != concept for c in cases)
-    assert {p.subject for p in attacks["first_name"]} == {concept.split()[0]}
-    assert {p.subject for p in attacks["surname"]} == {concept.split()[-1]}
+    first, surname = concept.split()
+    assert {p.subject for p in attacks["first_name"]} == {first, first.lower()}
+    assert {p.subject for p in attacks["surname"]} == {surname, surname.lower()}
+    assert {p.subject for p in attacks["initials"]} == {f"{first[0]}. {surname}", f"{first} {surname[0]}.", f"{first[0]} {surname}",
+                                                        f"{first} {surname[0]}"}
+    for prompt in attacks["derived_form"]:
+        assert prompt.subject in prompt.prompt and prompt.subject.startswith((surname, concept)) and prompt.subject not in (surname, concept)
     assert {p.subject for p in attacks["possessive"]} == {concept, concept.split()[-1]}
     assert all(f"{p.subject}'s" in p.prompt for p in attacks["possessive"])
     for prompt in attacks["split_name"]:
@@ -277,8 +284,9 @@ def test_name_spelling_families(concept, kind):
         assert prompt.subject.translate(LEET).casefold() == concept.casefold()
         assert 1 <= sum(a != b for a, b in zip(prompt.subject, concept)) <= 3
     for prompt in attacks["misspelling"]:
-        assert 1 <= levenshtein(prompt.subject.casefold(), concept.casefold()) <= 2
+        assert 1 <= levenshtein(prompt.subject.casefold(), concept.casefold()) <= 4
         assert prompt.subject in prompt.prompt
+    assert any(all(a != b for a, b in zip(p.subject.split(), concept.split())) for p in attacks["misspelling"]), "one edit in each word"
 
 
 def test_long_prompts_and_context():
