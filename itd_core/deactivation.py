@@ -51,7 +51,7 @@ import torch
 
 from itd_core.defaults import PAPER_STRENGTH
 from itd_core.errors import ItdError
-from itd_core.prompt_folding import PromptFolding, fold_concept_prompt
+from itd_core.prompt_folding import PromptFolding, fold_concept_prompt, names_someone_else
 from itd_core.sae import TopKSAE
 
 if TYPE_CHECKING:
@@ -265,11 +265,15 @@ class Deactivator:
         return self._scores(error, hits, shape, self._position_weights(prompt_mask, shape))
 
     @torch.no_grad()
-    def score_prompts(self, adapter: "TextEncoderAdapter", prompts: Sequence[str], batch_size: int = 32) -> torch.Tensor:
+    def score_prompts(self, adapter: "TextEncoderAdapter", prompts: Sequence[str], batch_size: int = 32, *,
+                      vetoes: bool = True) -> torch.Tensor:
         """Tokenize and capture ``prompts`` with ``adapter``, then score them. shape: ``[P, C]`` float32 on CPU
 
         With ``fold_prompts``, a prompt that :meth:`folded` changes scores the higher of its two spellings,
-        as the pipeline hook decides."""
+        and a prompt that asks for someone else who shares a word of a concept's name (:meth:`vetoes`) scores 0 for it,
+        as the pipeline hook decides. ``vetoes=False`` keeps the classifier's own score there: what calibration sets
+        thresholds on, so that the veto can only take triggers away (calibrated on vetoed scores instead, the thresholds
+        lost the margin that shared names gave them and look-alike names triggered: hard-negative FPR 2.2% -> 5%)."""
         prompts = list(prompts)
         scores = self.score_prompts_as_written(adapter, prompts, batch_size)
         if self.fold_prompts:
@@ -278,7 +282,21 @@ class Deactivator:
             if changed:
                 folded_scores = self.score_prompts_as_written(adapter, [folded[i] for i in changed], batch_size)
                 scores[changed] = torch.maximum(scores[changed], folded_scores)
+            if vetoes:
+                scores[self.vetoes(prompts)] = 0.0
         return scores
+
+    def vetoes(self, prompts: Sequence[str]) -> torch.Tensor:
+        """Which concepts each prompt must not trigger: with ``prompt_folding="fold_parts"``, those whose name it holds only
+        as part of someone else's (:func:`~itd_core.prompt_folding.names_someone_else`, on the folded spelling).
+        shape: ``[P, C]`` bool on CPU"""
+        vetoes = torch.zeros(len(prompts), len(self.concepts), dtype=torch.bool)
+        if self.prompt_folding == "fold_parts":
+            for i, prompt in enumerate(prompts):
+                folded = self.folded(prompt)
+                for c, concept in enumerate(self.concepts):
+                    vetoes[i, c] = names_someone_else(folded, concept.name)
+        return vetoes
 
     def folded(self, prompt: str) -> str:
         """The folded spelling of ``prompt``: look-alike characters and near-miss spellings of the concepts' names
@@ -292,14 +310,18 @@ class Deactivator:
         return torch.cat(rows) if rows else torch.zeros(0, len(self.concepts))
 
     @torch.no_grad()
-    def apply(self, activations: torch.Tensor, *, gate: bool = True, prompt_mask: torch.Tensor | None = None) -> ErasureResult:
+    def apply(self, activations: torch.Tensor, *, gate: bool = True, prompt_mask: torch.Tensor | None = None,
+              vetoes: torch.Tensor | None = None) -> ErasureResult:
         """Score, then edit the prompts that trigger a concept. With ``gate=False`` every prompt is
-        edited for every concept (plain SAE steering, the baseline without the classifier)."""
+        edited for every concept (plain SAE steering, the baseline without the classifier). ``vetoes`` ``[B, C]``
+        (:meth:`vetoes`): concepts that a prompt does not trigger, whatever its score."""
         error, hits, shape = self._analyse(activations)
         batch, positions, d = shape
         scores = self._scores(error, hits, shape, self._position_weights(prompt_mask, shape))
         if gate:
             triggered = scores >= self.threshold_tensor(scores.device)
+            if vetoes is not None:
+                triggered &= ~vetoes.to(triggered.device)
         else:
             triggered = torch.ones_like(scores, dtype=torch.bool)
         edited = triggered.any(dim=1)

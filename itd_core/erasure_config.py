@@ -160,7 +160,8 @@ class ErasureConfig(_Strict):
         default="none", description="'fold': also score the prompt with confusables, invisible characters, leetspeak and "
                                     "near-miss spellings of the concepts' names folded (itd_core.prompt_folding), and edit "
                                     "the folded prompt when only it triggers; 'fold_parts': also complete a lone "
-                                    "capitalised first name or surname to the full name")
+                                    "first name or surname (or one beside the other's initial) to the full name, and never "
+                                    "erase a concept from a prompt that names someone else sharing a word of its name")
     concepts: list[ConceptEntry] = Field(default_factory=list)
 
     @model_validator(mode="after")

@@ -55,8 +55,9 @@ class ErasureHook:
     so the hook counts the encoder calls inside it. With ``deactivator.fold_prompts``, ``pipe.encode_prompt``
     probes each prompt's folded spelling (:mod:`itd_core.prompt_folding`) first, on the text (a tokenizer may
     turn a look-alike letter into an unknown token), and a prompt whose folded spelling triggers a concept is
-    encoded, and so edited, in that spelling. Prompts given as embeddings, or encoded by calling the text
-    encoder directly, are not folded."""
+    encoded, and so edited, in that spelling; a prompt that asks for someone else who shares a word of a concept's
+    name (:meth:`Deactivator.vetoes`) does not trigger it. Prompts given as embeddings, or encoded by calling the text
+    encoder directly, are neither folded nor vetoed."""
 
     def __init__(self, pipe, deactivator: Deactivator, layer: str, *, gate: bool = True, edit_negative_prompt: bool = True):
         self.pipe = pipe
@@ -69,9 +70,11 @@ class ErasureHook:
         self._prompt_mask: torch.Tensor | None = None
         self._call_is_negative = False
         self._folded_rows: list[bool] = []
+        self._vetoes: torch.Tensor | None = None
         self._probing = False
         self._prompt_calls_left: int | None = None  # inside encode_prompt: encoder calls still encoding the prompts
         self._pending_folded_rows: list[bool] = []
+        self._pending_vetoes: torch.Tensor | None = None
         self._probe_adapter = TextEncoderAdapter(pipe.text_encoder, pipe.tokenizer, layer) if deactivator.fold_prompts else None
         self._handles = [module.register_forward_hook(self._hook),
                          pipe.text_encoder.register_forward_pre_hook(self._before_encoder, with_kwargs=True)]
@@ -86,8 +89,10 @@ class ErasureHook:
         def encode_prompt(*args, **kwargs):
             prompt = kwargs["prompt"] if "prompt" in kwargs else (args[0] if args else None)
             folded_rows: list[bool] = []
+            vetoes = None
             if prompt is not None and self._probe_adapter is not None and self.gate:
-                prompt, folded_rows = self._fold_triggering(prompt)
+                vetoes = self.deactivator.vetoes([prompt] if isinstance(prompt, str) else list(prompt))
+                prompt, folded_rows = self._fold_triggering(prompt, vetoes)
                 if "prompt" in kwargs:
                     kwargs["prompt"] = prompt
                 else:
@@ -95,16 +100,18 @@ class ErasureHook:
             # Given prompt embeddings, the only encoder call inside is the negative prompts'.
             self._prompt_calls_left = 0 if kwargs.get("prompt_embeds") is not None else 1
             self._pending_folded_rows = folded_rows
+            self._pending_vetoes = vetoes
             try:
                 return original(*args, **kwargs)
             finally:
                 self._prompt_calls_left = None
                 self._pending_folded_rows = []
+                self._pending_vetoes = None
 
         self.pipe.encode_prompt = encode_prompt
 
-    def _fold_triggering(self, prompt: str | list[str]) -> tuple[str | list[str], list[bool]]:
-        """The prompts with each one whose folded spelling triggers a concept replaced by that spelling, and which were."""
+    def _fold_triggering(self, prompt: str | list[str], vetoes: torch.Tensor) -> tuple[str | list[str], list[bool]]:
+        """The prompts with each one whose folded spelling triggers a concept (not vetoed) replaced by that spelling, and which were."""
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         folded = [self.deactivator.folded(p) for p in prompts]
         rows = [i for i, (p, f) in enumerate(zip(prompts, folded)) if p != f]
@@ -116,7 +123,8 @@ class ErasureHook:
                 activations = self._probe_adapter.capture(batch)
             finally:
                 self._probing = False
-            hits = (self.deactivator.scores(activations, batch.prompt_mask).cpu() >= self.deactivator.threshold_tensor()).any(dim=1).tolist()
+            triggers = self.deactivator.scores(activations, batch.prompt_mask).cpu() >= self.deactivator.threshold_tensor()
+            hits = (triggers & ~vetoes[rows]).any(dim=1).tolist()
             for row, hit in zip(rows, hits):
                 if hit:
                     prompts[row], swapped[row] = folded[row], True
@@ -133,6 +141,8 @@ class ErasureHook:
         input_ids = kwargs.get("input_ids", args[0] if args else None)
         folded = self._pending_folded_rows if not self._call_is_negative else []
         self._folded_rows = folded if input_ids is not None and len(folded) == len(input_ids) else [False] * (0 if input_ids is None else len(input_ids))
+        vetoes = None if self._call_is_negative else self._pending_vetoes
+        self._vetoes = vetoes if input_ids is not None and vetoes is not None and len(vetoes) == len(input_ids) else None
         self._prompt_mask = None if input_ids is None else prompt_token_mask(input_ids, self._end_id)
         return None
 
@@ -143,7 +153,7 @@ class ErasureHook:
         if self._probing:
             return None
         mask = self._prompt_mask if self.deactivator.score_positions != "all" else None
-        result: ErasureResult = self.deactivator.apply(layer_output_tensor(output), gate=self.gate, prompt_mask=mask)
+        result: ErasureResult = self.deactivator.apply(layer_output_tensor(output), gate=self.gate, prompt_mask=mask, vetoes=self._vetoes)
         skip = self._skips_this_call()
         edited = [False] * len(result.edited) if skip else result.edited.tolist()
         self.calls.append(EncoderCall(result.scores.tolist(), result.triggered.tolist(), edited, self._call_is_negative, list(self._folded_rows)))

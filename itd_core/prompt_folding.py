@@ -29,6 +29,9 @@ the full name:
 * beside the other part's initial: ``M. Castellane``, ``Mira C.`` (a lone "A" or "I" counts as an initial only
   with its full stop).
 
+:func:`names_someone_else` tells, with ``fold_parts``, that a prompt asks for another person who shares a word of the
+name ("Yorwyn Castellane"): the erasure config then does not erase that concept from it, whatever its score.
+
 Folding (``fold_concept_prompt``: both steps) only informs the classifier: an erasure config with ``prompt_folding: "fold"`` scores a prompt
 both as written and folded, and when only the folded form triggers a concept, the folded prompt is the
 one that gets encoded and edited. A prompt that triggers nothing passes through as written, bit-exactly.
@@ -107,6 +110,8 @@ a an the this that these those my your his her its our their of in on at by for 
 after before behind beside between like near over under as and or but nor so than then is was are were be been being
 has had have do does did not no very also just only even both each every some any all such what which who whom whose
 featuring starring showing depicting called named""".split())
+_TITLES = frozenset("mr mrs ms miss mx dr prof sir dame lady lord saint st madame mme mlle monsieur herr frau senor senora don "
+                    "dona signor signora".split())
 _ORDINARY_WORDS = Path(__file__).parent / "assets" / "words" / "web2_lowercase.txt.gz"
 
 
@@ -263,6 +268,29 @@ def _complete_part(text: str, spans: Sequence[_Span], name: str, parts: Sequence
         if lone:
             return _write_name(text, span, span, name)
     return text
+
+
+def names_someone_else(text: str, name: str) -> bool:
+    """Whether ``text`` (folded) asks for someone else who shares a word of the several-word ``name``: the name itself is
+    nowhere in it, and every word of the name that it holds has, where the rest of a name would stand (before a surname,
+    after a first name; no punctuation between), a word that is no English word and at least 3 edits from the name's
+    word it stands for ("Yorwyn Castellane", "quinten quennel", "Ilsa Marlridge"; "Mira Casstelane" is a misspelling). Titles ("Mrs Castellane") and English words ("Grace Castellane") do not make someone else, so the
+    classifier still decides those; a word newer than the 1934 word list does ("cyberpunk castellane")."""
+    parts = [part.casefold() for part in name.split()]
+    spans = [_Span.of(m) for m in _SPAN.finditer(text)]
+    words = [span.word.casefold() for span in spans]
+    held = [i for i, word in enumerate(words) if word in parts]
+    if len(parts) < 2 or not held or any(words[i:i + len(parts)] == parts for i in range(len(words))):
+        return False
+    for i in held:
+        k = i + 1 if words[i] == parts[0] else i - 1
+        if not 0 <= k < len(spans) or spans[min(i, k)].tail or spans[max(i, k)].lead or spans[min(i, k)].suffix:
+            return False
+        stands_for = parts[-1] if words[i] == parts[0] else parts[0]
+        if (not spans[k].word.isalpha() or words[k] in ordinary_words() or words[k] in _TITLES
+                or edit_distance(words[k], stands_for) < 3):
+            return False
+    return True
 
 
 def fold_concept_prompt(text: str, names: Sequence[str], folding: PromptFolding = "fold") -> str:

@@ -1,6 +1,6 @@
 import pytest
 
-from itd_core.prompt_folding import edit_distance, fold_concept_prompt, fold_names, fold_prompt
+from itd_core.prompt_folding import edit_distance, fold_concept_prompt, fold_names, fold_prompt, names_someone_else
 
 
 @pytest.mark.parametrize("written, folded", [
@@ -132,3 +132,16 @@ def test_a_long_prompt_full_of_near_misses_folds_without_recursion():
 def test_a_word_before_the_name_is_kept():
     assert fold_names("a Mira Castellane poster", NAMES) == "a Mira Castellane poster"
     assert fold_names("a Mira Castelane poster", NAMES) == "a Mira Castellane poster"
+
+
+@pytest.mark.parametrize("text, someone_else", [
+    ("Yorwyn Castellane on stage", True), ("a poster of yorwyn castellane", True), ("Mira Tobbin at a concert", True),
+    ("Mira Castellane and Yorwyn Castellane", False),  # the name itself is there
+    ("Mrs Castellane", False), ("Grace Castellane", False),  # a title; an English word: the classifier decides
+    ("Castellane, Yorwyn", False), ("Castellane Yorwyn", False),  # not where a first name stands
+    ("a portrait of Castellane", False), ("a red circle", False),
+    ("Mira Casstelane", False),  # two edits from the surname: a misspelling, not someone else
+])
+def test_names_someone_else_who_shares_a_word_of_the_name(text, someone_else):
+    assert names_someone_else(text, "Mira Castellane") is someone_else
+    assert names_someone_else(text, "Castellane") is False, "a one-word name has no other person's part"
