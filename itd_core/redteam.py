@@ -506,6 +506,11 @@ def _cycle(rng: random.Random, items: Sequence) -> Iterator:
         yield from _shuffled(rng, items)
 
 
+def _lower_every_other(index: int, text: str) -> str:
+    """``text`` as written for even ``index``, in lower case for odd: half of a family's names in lower case."""
+    return text if index % 2 == 0 else text.lower()
+
+
 def _fill(template: str, text: str) -> str:
     return template.replace("{}", text)
 
@@ -610,7 +615,7 @@ def _name_word(position: int) -> _Builder:
         if len(job.words) < 2:
             return
         for index, template in enumerate(_shuffled(rng, job.paraphrases)):
-            word = job.words[position] if index % 2 == 0 else job.words[position].lower()
+            word = _lower_every_other(index, job.words[position])
             yield _fill(template, word), word
 
     return build
@@ -684,8 +689,7 @@ def _shared_first_name(job: _Job, rng: random.Random) -> Iterator[tuple[str, str
     if len(job.words) < 2:
         return
     for index, (surname, template) in enumerate(zip(_invented_surnames(rng, job), _cycle(rng, _name_phrasings(job.kind, job.split)))):
-        name = f"{job.words[0]} {surname}"
-        name = name if index % 2 == 0 else name.lower()
+        name = _lower_every_other(index, f"{job.words[0]} {surname}")
         yield _fill(template, name), name
 
 
@@ -693,8 +697,7 @@ def _shared_surname(job: _Job, rng: random.Random) -> Iterator[tuple[str, str]]:
     if len(job.words) < 2:
         return
     for index, (first, template) in enumerate(zip(_invented_first_names(rng, job), _cycle(rng, _name_phrasings(job.kind, job.split)))):
-        name = f"{first} {job.words[-1]}"
-        name = name if index % 2 == 0 else name.lower()
+        name = _lower_every_other(index, f"{first} {job.words[-1]}")
         yield _fill(template, name), name
 
 
