@@ -47,12 +47,12 @@ def scoring_deactivator(config: ErasureConfig, sae: TopKSAE) -> Deactivator:
 
 @torch.no_grad()
 def score_prompts(adapter: TextEncoderAdapter, deactivator: Deactivator, prompts: Sequence[str], batch_size: int = 32) -> np.ndarray:
-    """ItD score of each prompt for each concept, as calibration reads it (no name vetoes: see
+    """ItD score of each prompt for each concept, as calibration reads it (no name rules: see
     :meth:`~itd_core.deactivation.Deactivator.score_prompts`). shape: ``[P, C]`` (float64; ``[0, C]`` for no prompts)."""
     prompts = [p for p in prompts if p.strip()]
     if not prompts:
         return np.zeros((0, len(deactivator.concepts)))
-    return deactivator.score_prompts(adapter, prompts, batch_size, vetoes=False).double().numpy()
+    return deactivator.score_prompts(adapter, prompts, batch_size, name_rules=False).double().numpy()
 
 
 @dataclass

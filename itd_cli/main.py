@@ -202,22 +202,22 @@ def _calibrate(args) -> None:
     bundle = bundle_for_config(config, args)
     names = [args.concept] if args.concept else [c.name for c in config.concepts]
     deactivator = config.deactivator(bundle.sae)
-    retain_scores = deactivator.score_prompts(bundle.adapter, retain, vetoes=False)
+    retain_scores = deactivator.score_prompts(bundle.adapter, retain, name_rules=False)
     report = []
-    file_scores = deactivator.score_prompts(bundle.adapter, target_file_prompts, vetoes=False) if target_file_prompts else None  # shared by all concepts
+    file_scores = deactivator.score_prompts(bundle.adapter, target_file_prompts, name_rules=False) if target_file_prompts else None  # shared by all concepts
     for name in names:
         concept = config.concept(name)
         index = [c.name for c in config.concepts].index(name)
         if file_scores is None and not concept.prompts:
             raise ItdError(f"concept {name!r} has no stored prompts: give --target FILE")
-        scores = file_scores if file_scores is not None else deactivator.score_prompts(bundle.adapter, concept.prompts, vetoes=False)
+        scores = file_scores if file_scores is not None else deactivator.score_prompts(bundle.adapter, concept.prompts, name_rules=False)
         target_scores = scores[:, index].tolist()
         sets = [str(p) for p in (args.target or [])] + [str(p) for p in args.retain] or ["concept prompts"]
         hard_scores: list[float] = []
         if rule == "phrasings" and args.phrasings is not False:
             generated, hard_negatives = _generated_sets(config, name, concept.kind, args)
-            target_scores += deactivator.score_prompts(bundle.adapter, generated, vetoes=False)[:, index].tolist()
-            hard_scores = deactivator.score_prompts(bundle.adapter, hard_negatives, vetoes=False)[:, index].tolist()
+            target_scores += deactivator.score_prompts(bundle.adapter, generated, name_rules=False)[:, index].tolist()
+            hard_scores = deactivator.score_prompts(bundle.adapter, hard_negatives, name_rules=False)[:, index].tolist()
             sets += [f"{len(generated)} generated phrasings", f"{len(hard_negatives)} generated hard negatives (seed {args.phrasings_seed})"]
         measured = concept.calibrate(target_scores, retain_scores[:, index].tolist(), rule=rule, target_fpr=target_fpr,
                                      hard_negative_scores=hard_scores, sets=sets)

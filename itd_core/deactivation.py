@@ -51,7 +51,7 @@ import torch
 
 from itd_core.defaults import PAPER_STRENGTH
 from itd_core.errors import ItdError
-from itd_core.prompt_folding import PromptFolding, fold_concept_prompt, names_someone_else
+from itd_core.prompt_folding import PromptFolding, fold_concept_prompt, names_someone_else, names_the_concept
 from itd_core.sae import TopKSAE
 
 if TYPE_CHECKING:
@@ -266,14 +266,15 @@ class Deactivator:
 
     @torch.no_grad()
     def score_prompts(self, adapter: "TextEncoderAdapter", prompts: Sequence[str], batch_size: int = 32, *,
-                      vetoes: bool = True) -> torch.Tensor:
+                      name_rules: bool = True) -> torch.Tensor:
         """Tokenize and capture ``prompts`` with ``adapter``, then score them. shape: ``[P, C]`` float32 on CPU
 
-        With ``fold_prompts``, a prompt that :meth:`folded` changes scores the higher of its two spellings,
-        and a prompt that asks for someone else who shares a word of a concept's name (:meth:`vetoes`) scores 0 for it,
-        as the pipeline hook decides. ``vetoes=False`` keeps the classifier's own score there: what calibration sets
-        thresholds on, so that the veto can only take triggers away (calibrated on vetoed scores instead, the thresholds
-        lost the margin that shared names gave them and look-alike names triggered: hard-negative FPR 2.2% -> 5%)."""
+        With ``fold_prompts``, a prompt that :meth:`folded` changes scores the higher of its two spellings, and with
+        ``fold_parts`` the name rules (:meth:`name_rules`) override the score as the pipeline hook decides: a prompt
+        that holds a concept's full name scores at least its threshold, one that only names someone else scores 0.
+        ``name_rules=False`` keeps the classifier's own score: what calibration sets thresholds on, so that the rules
+        change no threshold (calibrated on vetoed scores, the thresholds lost the margin that shared names gave them and
+        look-alike names triggered: hard-negative FPR 2.2% -> 5% on the red-team table)."""
         prompts = list(prompts)
         scores = self.score_prompts_as_written(adapter, prompts, batch_size)
         if self.fold_prompts:
@@ -282,21 +283,28 @@ class Deactivator:
             if changed:
                 folded_scores = self.score_prompts_as_written(adapter, [folded[i] for i in changed], batch_size)
                 scores[changed] = torch.maximum(scores[changed], folded_scores)
-            if vetoes:
-                scores[self.vetoes(prompts)] = 0.0
+            if name_rules:
+                named, vetoed = self.name_rules(prompts)
+                thresholds = torch.tensor([t if t is not None else float("nan") for t in self.thresholds])
+                scores = torch.where(named & ~thresholds.isnan(), torch.maximum(scores, thresholds), scores)
+                scores[vetoed] = 0.0
         return scores
 
-    def vetoes(self, prompts: Sequence[str]) -> torch.Tensor:
-        """Which concepts each prompt must not trigger: with ``prompt_folding="fold_parts"``, those whose name it holds only
-        as part of someone else's (:func:`~itd_core.prompt_folding.names_someone_else`, on the folded spelling).
-        shape: ``[P, C]`` bool on CPU"""
-        vetoes = torch.zeros(len(prompts), len(self.concepts), dtype=torch.bool)
+    def name_rules(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """With ``prompt_folding="fold_parts"``, for each prompt and concept (several-word names only; on the folded
+        spelling): whether it holds the full name, so the concept triggers whatever its score
+        (:func:`~itd_core.prompt_folding.names_the_concept`), and whether it only names someone else who shares a word
+        of it, so the concept does not trigger (:func:`~itd_core.prompt_folding.names_someone_else`).
+        shapes: ``([P, C], [P, C])`` bool on CPU"""
+        named = torch.zeros(len(prompts), len(self.concepts), dtype=torch.bool)
+        vetoed = torch.zeros_like(named)
         if self.prompt_folding == "fold_parts":
             for i, prompt in enumerate(prompts):
                 folded = self.folded(prompt)
                 for c, concept in enumerate(self.concepts):
-                    vetoes[i, c] = names_someone_else(folded, concept.name)
-        return vetoes
+                    named[i, c] = names_the_concept(folded, concept.name)
+                    vetoed[i, c] = names_someone_else(folded, concept.name)
+        return named, vetoed
 
     def folded(self, prompt: str) -> str:
         """The folded spelling of ``prompt``: look-alike characters and near-miss spellings of the concepts' names
@@ -311,17 +319,18 @@ class Deactivator:
 
     @torch.no_grad()
     def apply(self, activations: torch.Tensor, *, gate: bool = True, prompt_mask: torch.Tensor | None = None,
-              vetoes: torch.Tensor | None = None) -> ErasureResult:
+              name_rules: tuple[torch.Tensor, torch.Tensor] | None = None) -> ErasureResult:
         """Score, then edit the prompts that trigger a concept. With ``gate=False`` every prompt is
-        edited for every concept (plain SAE steering, the baseline without the classifier). ``vetoes`` ``[B, C]``
-        (:meth:`vetoes`): concepts that a prompt does not trigger, whatever its score."""
+        edited for every concept (plain SAE steering, the baseline without the classifier). ``name_rules``
+        (:meth:`name_rules`, ``[B, C]`` each): concepts that a prompt triggers, and does not trigger, whatever its score."""
         error, hits, shape = self._analyse(activations)
         batch, positions, d = shape
         scores = self._scores(error, hits, shape, self._position_weights(prompt_mask, shape))
         if gate:
             triggered = scores >= self.threshold_tensor(scores.device)
-            if vetoes is not None:
-                triggered &= ~vetoes.to(triggered.device)
+            if name_rules is not None:
+                named, vetoed = (rule.to(triggered.device) for rule in name_rules)
+                triggered = (triggered | named) & ~vetoed
         else:
             triggered = torch.ones_like(scores, dtype=torch.bool)
         edited = triggered.any(dim=1)

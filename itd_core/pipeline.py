@@ -55,8 +55,9 @@ class ErasureHook:
     so the hook counts the encoder calls inside it. With ``deactivator.fold_prompts``, ``pipe.encode_prompt``
     probes each prompt's folded spelling (:mod:`itd_core.prompt_folding`) first, on the text (a tokenizer may
     turn a look-alike letter into an unknown token), and a prompt whose folded spelling triggers a concept is
-    encoded, and so edited, in that spelling; a prompt that asks for someone else who shares a word of a concept's
-    name (:meth:`Deactivator.vetoes`) does not trigger it. Prompts given as embeddings, or encoded by calling the text
+    encoded, and so edited, in that spelling; with ``fold_parts`` the name rules (:meth:`Deactivator.name_rules`)
+    override the classifier: a prompt that holds a concept's full name triggers it, one that names only someone else
+    sharing a word of it does not. Prompts given as embeddings, or encoded by calling the text
     encoder directly, are neither folded nor vetoed."""
 
     def __init__(self, pipe, deactivator: Deactivator, layer: str, *, gate: bool = True, edit_negative_prompt: bool = True):
@@ -70,11 +71,11 @@ class ErasureHook:
         self._prompt_mask: torch.Tensor | None = None
         self._call_is_negative = False
         self._folded_rows: list[bool] = []
-        self._vetoes: torch.Tensor | None = None
+        self._name_rules: tuple[torch.Tensor, torch.Tensor] | None = None
         self._probing = False
         self._prompt_calls_left: int | None = None  # inside encode_prompt: encoder calls still encoding the prompts
         self._pending_folded_rows: list[bool] = []
-        self._pending_vetoes: torch.Tensor | None = None
+        self._pending_name_rules: tuple[torch.Tensor, torch.Tensor] | None = None
         self._probe_adapter = TextEncoderAdapter(pipe.text_encoder, pipe.tokenizer, layer) if deactivator.fold_prompts else None
         self._handles = [module.register_forward_hook(self._hook),
                          pipe.text_encoder.register_forward_pre_hook(self._before_encoder, with_kwargs=True)]
@@ -89,10 +90,10 @@ class ErasureHook:
         def encode_prompt(*args, **kwargs):
             prompt = kwargs["prompt"] if "prompt" in kwargs else (args[0] if args else None)
             folded_rows: list[bool] = []
-            vetoes = None
+            name_rules = None
             if prompt is not None and self._probe_adapter is not None and self.gate:
-                vetoes = self.deactivator.vetoes([prompt] if isinstance(prompt, str) else list(prompt))
-                prompt, folded_rows = self._fold_triggering(prompt, vetoes)
+                name_rules = self.deactivator.name_rules([prompt] if isinstance(prompt, str) else list(prompt))
+                prompt, folded_rows = self._fold_triggering(prompt, name_rules)
                 if "prompt" in kwargs:
                     kwargs["prompt"] = prompt
                 else:
@@ -100,18 +101,19 @@ class ErasureHook:
             # Given prompt embeddings, the only encoder call inside is the negative prompts'.
             self._prompt_calls_left = 0 if kwargs.get("prompt_embeds") is not None else 1
             self._pending_folded_rows = folded_rows
-            self._pending_vetoes = vetoes
+            self._pending_name_rules = name_rules
             try:
                 return original(*args, **kwargs)
             finally:
                 self._prompt_calls_left = None
                 self._pending_folded_rows = []
-                self._pending_vetoes = None
+                self._pending_name_rules = None
 
         self.pipe.encode_prompt = encode_prompt
 
-    def _fold_triggering(self, prompt: str | list[str], vetoes: torch.Tensor) -> tuple[str | list[str], list[bool]]:
-        """The prompts with each one whose folded spelling triggers a concept (not vetoed) replaced by that spelling, and which were."""
+    def _fold_triggering(self, prompt: str | list[str], name_rules: tuple[torch.Tensor, torch.Tensor]) -> tuple[str | list[str], list[bool]]:
+        """The prompts with each one whose folded spelling triggers a concept (name rules included) replaced by that spelling,
+        and which were."""
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         folded = [self.deactivator.folded(p) for p in prompts]
         rows = [i for i, (p, f) in enumerate(zip(prompts, folded)) if p != f]
@@ -124,7 +126,8 @@ class ErasureHook:
             finally:
                 self._probing = False
             triggers = self.deactivator.scores(activations, batch.prompt_mask).cpu() >= self.deactivator.threshold_tensor()
-            hits = (triggers & ~vetoes[rows]).any(dim=1).tolist()
+            named, vetoed = name_rules
+            hits = ((triggers | named[rows]) & ~vetoed[rows]).any(dim=1).tolist()
             for row, hit in zip(rows, hits):
                 if hit:
                     prompts[row], swapped[row] = folded[row], True
@@ -141,8 +144,8 @@ class ErasureHook:
         input_ids = kwargs.get("input_ids", args[0] if args else None)
         folded = self._pending_folded_rows if not self._call_is_negative else []
         self._folded_rows = folded if input_ids is not None and len(folded) == len(input_ids) else [False] * (0 if input_ids is None else len(input_ids))
-        vetoes = None if self._call_is_negative else self._pending_vetoes
-        self._vetoes = vetoes if input_ids is not None and vetoes is not None and len(vetoes) == len(input_ids) else None
+        rules = None if self._call_is_negative else self._pending_name_rules
+        self._name_rules = rules if input_ids is not None and rules is not None and len(rules[0]) == len(input_ids) else None
         self._prompt_mask = None if input_ids is None else prompt_token_mask(input_ids, self._end_id)
         return None
 
@@ -153,7 +156,7 @@ class ErasureHook:
         if self._probing:
             return None
         mask = self._prompt_mask if self.deactivator.score_positions != "all" else None
-        result: ErasureResult = self.deactivator.apply(layer_output_tensor(output), gate=self.gate, prompt_mask=mask, vetoes=self._vetoes)
+        result: ErasureResult = self.deactivator.apply(layer_output_tensor(output), gate=self.gate, prompt_mask=mask, name_rules=self._name_rules)
         skip = self._skips_this_call()
         edited = [False] * len(result.edited) if skip else result.edited.tolist()
         self.calls.append(EncoderCall(result.scores.tolist(), result.triggered.tolist(), edited, self._call_is_negative, list(self._folded_rows)))

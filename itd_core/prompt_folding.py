@@ -29,8 +29,10 @@ the full name:
 * beside the other part's initial: ``M. Castellane``, ``Mira C.`` (a lone "A" or "I" counts as an initial only
   with its full stop).
 
-:func:`names_someone_else` tells, with ``fold_parts``, that a prompt asks for another person who shares a word of the
-name ("Yorwyn Castellane"): the erasure config then does not erase that concept from it, whatever its score.
+With ``fold_parts``, two rules on the folded text override the classifier for names of several words:
+:func:`names_the_concept` (the full name is there, so the concept triggers whatever its score) and
+:func:`names_someone_else` (only another person who shares a word of the name is there, "Yorwyn Castellane": the
+concept does not trigger, whatever its score).
 
 Folding (``fold_concept_prompt``: both steps) only informs the classifier: an erasure config with ``prompt_folding: "fold"`` scores a prompt
 both as written and folded, and when only the folded form triggers a concept, the folded prompt is the
@@ -270,6 +272,22 @@ def _complete_part(text: str, spans: Sequence[_Span], name: str, parts: Sequence
     return text
 
 
+def _words(text: str) -> tuple[list[_Span], list[str]]:
+    spans = [_Span.of(m) for m in _SPAN.finditer(text)]
+    return spans, [span.word.casefold() for span in spans]
+
+
+def _holds(words: Sequence[str], parts: Sequence[str]) -> bool:
+    return any(list(words[i:i + len(parts)]) == list(parts) for i in range(len(words) - len(parts) + 1))
+
+
+def names_the_concept(text: str, name: str) -> bool:
+    """Whether ``text`` (folded) holds the several-word ``name`` itself, word for word in any case: such a prompt asks
+    for the concept however the words around the name pull the classifier's score down (suffix attacks)."""
+    parts = [part.casefold() for part in name.split()]
+    return len(parts) > 1 and _holds(_words(text)[1], parts)
+
+
 def names_someone_else(text: str, name: str) -> bool:
     """Whether ``text`` (folded) asks for someone else who shares a word of the several-word ``name``: the name itself is
     nowhere in it, and every word of the name that it holds has, where the rest of a name would stand (before a surname,
@@ -277,10 +295,9 @@ def names_someone_else(text: str, name: str) -> bool:
     word it stands for ("Yorwyn Castellane", "quinten quennel", "Ilsa Marlridge"; "Mira Casstelane" is a misspelling). Titles ("Mrs Castellane") and English words ("Grace Castellane") do not make someone else, so the
     classifier still decides those; a word newer than the 1934 word list does ("cyberpunk castellane")."""
     parts = [part.casefold() for part in name.split()]
-    spans = [_Span.of(m) for m in _SPAN.finditer(text)]
-    words = [span.word.casefold() for span in spans]
+    spans, words = _words(text)
     held = [i for i, word in enumerate(words) if word in parts]
-    if len(parts) < 2 or not held or any(words[i:i + len(parts)] == parts for i in range(len(words))):
+    if len(parts) < 2 or not held or _holds(words, parts):
         return False
     for i in held:
         k = i + 1 if words[i] == parts[0] else i - 1

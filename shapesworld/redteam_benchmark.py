@@ -337,16 +337,16 @@ def build_config(bundle, erased: Sequence[str], method: str = "recommended", *, 
                                    features=[FeatureEntry(id=f, strength=strength if strength is not None else config.default_strength(concept_kind(name)))
                                              for f in selection.feature_ids]))
     deactivator = config.deactivator(bundle.sae)
-    retain_scores = deactivator.score_prompts(bundle.adapter, retain, vetoes=False)
+    retain_scores = deactivator.score_prompts(bundle.adapter, retain, name_rules=False)
     for index, name in enumerate(names):
         concept = config.concept(name)
         if method == "paper":
-            concept.calibrate(deactivator.score_prompts(bundle.adapter, known_prompts(name), vetoes=False)[:, index].tolist(),
+            concept.calibrate(deactivator.score_prompts(bundle.adapter, known_prompts(name), name_rules=False)[:, index].tolist(),
                               retain_scores[:, index].tolist(), rule="paper", sets=["known templates", "retain"])
         else:
             targets, own_negatives = phrasings[name]
-            target_scores = deactivator.score_prompts(bundle.adapter, known_prompts(name) + targets, vetoes=False)[:, index].tolist()
-            hard_scores = deactivator.score_prompts(bundle.adapter, own_negatives, vetoes=False)[:, index].tolist()
+            target_scores = deactivator.score_prompts(bundle.adapter, known_prompts(name) + targets, name_rules=False)[:, index].tolist()
+            hard_scores = deactivator.score_prompts(bundle.adapter, own_negatives, name_rules=False)[:, index].tolist()
             concept.calibrate(target_scores, retain_scores[:, index].tolist(), rule="phrasings", target_fpr=target_fpr, hard_negative_scores=hard_scores,
                               sets=["known templates + generated phrasings (calibration split)", "retain + generated hard negatives"])
     return config

@@ -154,25 +154,29 @@ def test_folded_spelling_triggers_and_is_the_one_edited(tiny_bundle, config, non
     assert torch.equal(disguised_embeds[1:], plain), "a prompt that folding leaves alone passes bit-exactly"
 
 
-def test_someone_else_who_shares_a_word_of_the_name_is_never_edited(tiny_bundle, config):
+@pytest.mark.parametrize("threshold, edited", [
+    (1e-9, [False, True, True]),  # every score passes: only the veto keeps someone else unedited
+    (1e9, [False, True, False]),  # no score passes: only the full name triggers
+])
+def test_name_rules_override_the_classifier(tiny_bundle, config, threshold, edited):
     pipe = tiny_bundle.pipeline
     parts = config.model_copy(update={"prompt_folding": "fold_parts"}, deep=True)
-    parts.concepts[0].threshold = 1e-9  # every prompt scores above it: only the veto keeps one unedited
-    prompts = ["A portrait of Yorwyn Cruise", "A portrait of Tom Cruise", "A portrait of Mrs Cruise"]
+    parts.concepts[0].threshold = threshold
+    prompts = ["A portrait of Yorwyn Cruise", "A portrait of tom cruise !!!", "A portrait of Mrs Cruise"]
     deactivator = parts.deactivator(tiny_bundle.sae)
-    assert deactivator.vetoes(prompts)[:, 0].tolist() == [True, False, False]
+    named, vetoed = deactivator.name_rules(prompts)
+    assert named[:, 0].tolist() == [False, True, False] and vetoed[:, 0].tolist() == [True, False, False]
     scores = deactivator.score_prompts(tiny_bundle.adapter, prompts)[:, 0]
-    assert scores[0] == 0 and (scores[1:] > 0).all()
-    own = deactivator.score_prompts(tiny_bundle.adapter, prompts, vetoes=False)[:, 0]
-    assert own[0] > 0 and torch.equal(own[1:], scores[1:]), "calibration reads the classifier's own score"
+    own = deactivator.score_prompts(tiny_bundle.adapter, prompts, name_rules=False)[:, 0]
+    assert scores[0] == 0 < own[0] and scores[1] >= threshold and scores[2] == own[2], "calibration reads the classifier's own score"
     with erasure(pipe, parts, tiny_bundle.sae) as hook:
         erased, _ = pipe.encode_prompt(prompts, "cpu", 1, False)
-    assert hook.calls[-1].edited == [False, True, True]
+    assert hook.calls[-1].edited == edited and [row[0] for row in hook.calls[-1].triggered] == edited
     plain, _ = pipe.encode_prompt(prompts[:1], "cpu", 1, False)
     assert torch.equal(erased[:1], plain), "the vetoed prompt passes bit-exactly"
     with erasure(pipe, parts.model_copy(update={"prompt_folding": "fold"}, deep=True), tiny_bundle.sae) as hook:
         pipe.encode_prompt(prompts, "cpu", 1, False)
-    assert hook.calls[-1].edited == [True, True, True], "without fold_parts the classifier alone decides"
+    assert hook.calls[-1].edited == [threshold < 1] * 3, "without fold_parts the classifier alone decides"
 
 
 def test_concept_positions_edit_keeps_the_other_tokens(tiny_bundle, config):

@@ -1,6 +1,6 @@
 import pytest
 
-from itd_core.prompt_folding import edit_distance, fold_concept_prompt, fold_names, fold_prompt, names_someone_else
+from itd_core.prompt_folding import edit_distance, fold_concept_prompt, fold_names, fold_prompt, names_someone_else, names_the_concept
 
 
 @pytest.mark.parametrize("written, folded", [
@@ -145,3 +145,11 @@ def test_a_word_before_the_name_is_kept():
 def test_names_someone_else_who_shares_a_word_of_the_name(text, someone_else):
     assert names_someone_else(text, "Mira Castellane") is someone_else
     assert names_someone_else(text, "Castellane") is False, "a one-word name has no other person's part"
+
+
+def test_names_the_concept_needs_the_whole_name_word_for_word():
+    assert names_the_concept("A portrait of Mira Castellane !!! purposes", "Mira Castellane")
+    assert names_the_concept("mira castellane's portrait", "Mira Castellane")
+    assert not names_the_concept("Mira at Castellane beach", "Mira Castellane")
+    assert not names_the_concept("a portrait of Castellane", "Mira Castellane")
+    assert not names_the_concept("Castellane", "Castellane"), "one-word names are left to the classifier"
