@@ -310,8 +310,10 @@ def test_calibration_saves_a_threshold_and_the_live_box_classifies(app, app_env)
     app.number_input(key="w.calib.manual.Tom Cruise").set_value(1e9).run()
     app.button(key="calib.save").click().run()
     assert set_file(app_env).concept("Tom Cruise").threshold == 1e9
-    app.text_input(key="w.itd.calib.live").input("A portrait of Tom Cruise").run()
+    app.text_input(key="w.itd.calib.live").input("A portrait of Brad Pitt").run()
     assert any("untouched" in s.value for s in app.success)
+    app.text_input(key="w.itd.calib.live").input("A portrait of Tom Cruise").run()
+    assert any("edited" in e.value for e in app.error), "the full name triggers whatever the threshold (fold_parts' name rule)"
     # another score: the saved thresholds are cleared, the set says so
     app.radio(key="w.calib.positions.default.peak").set_value("prompt").run()  # new sets start with the recommended method
     assert not problems(app)
