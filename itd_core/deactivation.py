@@ -278,32 +278,31 @@ class Deactivator:
         prompts = list(prompts)
         scores = self.score_prompts_as_written(adapter, prompts, batch_size)
         if self.fold_prompts:
-            folded = {i: self.folded(p) for i, p in enumerate(prompts)}
-            changed = [i for i, text in folded.items() if text != prompts[i]]
+            folded = [self.folded(p) for p in prompts]
+            changed = [i for i, text in enumerate(folded) if text != prompts[i]]
             if changed:
                 folded_scores = self.score_prompts_as_written(adapter, [folded[i] for i in changed], batch_size)
                 scores[changed] = torch.maximum(scores[changed], folded_scores)
             if name_rules:
-                named, vetoed = self.name_rules(prompts)
+                named, vetoed = self.name_rules(folded)
                 thresholds = torch.tensor([t if t is not None else float("nan") for t in self.thresholds])
                 scores = torch.where(named & ~thresholds.isnan(), torch.maximum(scores, thresholds), scores)
                 scores[vetoed] = 0.0
         return scores
 
-    def name_rules(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """With ``prompt_folding="fold_parts"``, for each prompt and concept (several-word names only; on the folded
-        spelling): whether it holds the full name, so the concept triggers whatever its score
+    def name_rules(self, folded: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """With ``prompt_folding="fold_parts"``, for each prompt in its folded spelling (:meth:`folded`) and each concept
+        (several-word names only): whether it holds the full name, so the concept triggers whatever its score
         (:func:`~itd_core.prompt_folding.names_the_concept`), and whether it only names someone else who shares a word
         of it, so the concept does not trigger (:func:`~itd_core.prompt_folding.names_someone_else`).
         shapes: ``([P, C], [P, C])`` bool on CPU"""
-        named = torch.zeros(len(prompts), len(self.concepts), dtype=torch.bool)
+        named = torch.zeros(len(folded), len(self.concepts), dtype=torch.bool)
         vetoed = torch.zeros_like(named)
         if self.prompt_folding == "fold_parts":
-            for i, prompt in enumerate(prompts):
-                folded = self.folded(prompt)
+            for i, text in enumerate(folded):
                 for c, concept in enumerate(self.concepts):
-                    named[i, c] = names_the_concept(folded, concept.name)
-                    vetoed[i, c] = names_someone_else(folded, concept.name)
+                    named[i, c] = names_the_concept(text, concept.name)
+                    vetoed[i, c] = names_someone_else(text, concept.name)
         return named, vetoed
 
     def folded(self, prompt: str) -> str:

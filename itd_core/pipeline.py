@@ -92,8 +92,9 @@ class ErasureHook:
             folded_rows: list[bool] = []
             name_rules = None
             if prompt is not None and self._probe_adapter is not None and self.gate:
-                name_rules = self.deactivator.name_rules([prompt] if isinstance(prompt, str) else list(prompt))
-                prompt, folded_rows = self._fold_triggering(prompt, name_rules)
+                folded = [self.deactivator.folded(p) for p in ([prompt] if isinstance(prompt, str) else prompt)]
+                name_rules = self.deactivator.name_rules(folded)
+                prompt, folded_rows = self._fold_triggering(prompt, folded, name_rules)
                 if "prompt" in kwargs:
                     kwargs["prompt"] = prompt
                 else:
@@ -111,11 +112,11 @@ class ErasureHook:
 
         self.pipe.encode_prompt = encode_prompt
 
-    def _fold_triggering(self, prompt: str | list[str], name_rules: tuple[torch.Tensor, torch.Tensor]) -> tuple[str | list[str], list[bool]]:
-        """The prompts with each one whose folded spelling triggers a concept (name rules included) replaced by that spelling,
-        and which were."""
+    def _fold_triggering(self, prompt: str | list[str], folded: list[str],
+                         name_rules: tuple[torch.Tensor, torch.Tensor]) -> tuple[str | list[str], list[bool]]:
+        """The prompts with each one whose folded spelling (``folded``) triggers a concept (name rules included) replaced by
+        that spelling, and which were."""
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        folded = [self.deactivator.folded(p) for p in prompts]
         rows = [i for i, (p, f) in enumerate(zip(prompts, folded)) if p != f]
         swapped = [False] * len(prompts)
         if rows:

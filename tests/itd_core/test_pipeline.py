@@ -164,7 +164,7 @@ def test_name_rules_override_the_classifier(tiny_bundle, config, threshold, edit
     parts.concepts[0].threshold = threshold
     prompts = ["A portrait of Yorwyn Cruise", "A portrait of tom cruise !!!", "A portrait of Mrs Cruise"]
     deactivator = parts.deactivator(tiny_bundle.sae)
-    named, vetoed = deactivator.name_rules(prompts)
+    named, vetoed = deactivator.name_rules([deactivator.folded(p) for p in prompts])
     assert named[:, 0].tolist() == [False, True, False] and vetoed[:, 0].tolist() == [True, False, False]
     scores = deactivator.score_prompts(tiny_bundle.adapter, prompts)[:, 0]
     own = deactivator.score_prompts(tiny_bundle.adapter, prompts, name_rules=False)[:, 0]
