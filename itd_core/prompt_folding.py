@@ -13,19 +13,20 @@
 a name split by spaces or hyphens (``Mira Cas-tellane``); for names of at least :data:`MIN_LETTERS_FOR_EDIT`
 letters, one edit away (a dropped, added, changed or swapped letter: ``Mira Castlelane``); for names of several
 words, one edit in each word that keeps its first letter (``Slka Dumnore``; words under
-:data:`MIN_LETTERS_FOR_WORD_EDIT` letters exactly); and a name with a suffix that derives a style or likeness
+:data:`MIN_LETTERS_FOR_WORD_EDIT` letters exactly) or a word without its vowels (``Mira Cstlln``, ``Slk Dnmr``); and a name with a suffix that derives a style or likeness
 from it (``Varo Quennelesque`` -> ``Varo Quennel-esque``; ``-style``, ``-like``, ``-inspired``). Words further away
 ("Marvin" for "Marvaine", "Delka Dumnore") are left alone.
 
 With ``complete_parts`` (``prompt_folding: "fold_parts"``), a lone first name or surname is also completed to
 the full name:
 
-* capitalised ("Castellane's yearbook photo"), unless a capitalised word stands next to it ("Tessa Castellane"
-  is someone else). A surname that is also a common word, capitalised at the start of a prompt ("Swift birds in
+* capitalised ("Castellane's yearbook photo", "Dr. Castellane"), unless a capitalised word other than a title stands
+  next to it ("Tessa Castellane" is someone else). A surname that is also a common word, capitalised at the start of a prompt ("Swift birds in
   flight"), is completed too; the classifier then decides;
 * in lower case ("a portrait of castellane"), unless it is an ordinary English word (:func:`ordinary_words`: "a
   wren on a branch" stays a bird) or a neighbour looks like another name (capitalised, or not an English word:
   "tessa castellane");
+* without its vowels, for a part of :data:`MIN_LETTERS_FOR_WORD_EDIT` or more letters so written ("a portrait of Cstlln");
 * beside the other part's initial: ``M. Castellane``, ``Mira C.`` (a lone "A" or "I" counts as an initial only
   with its full stop).
 
@@ -114,6 +115,7 @@ has had have do does did not no very also just only even both each every some an
 featuring starring showing depicting called named""".split())
 _TITLES = frozenset("mr mrs ms miss mx dr prof sir dame lady lord saint st madame mme mlle monsieur herr frau senor senora don "
                     "dona signor signora".split())
+_NO_VOWELS = str.maketrans("", "", "aeiou")
 _ORDINARY_WORDS = Path(__file__).parent / "assets" / "words" / "web2_lowercase.txt.gz"
 
 
@@ -137,6 +139,12 @@ def edit_distance(a: str, b: str) -> int:
             row.append(cost)
         rows = [rows[-1], row]
     return rows[-1][-1]
+
+
+def _without_vowels(word: str, part: str) -> bool:
+    """Whether ``word`` (casefolded) is the name part ``part`` with its vowels dropped, a leading vowel kept or not ("cstlln",
+    "ils", "ls"). A title is never one ("mr" is "Mira" without vowels)."""
+    return word != part and word not in _TITLES and word in {part.translate(_NO_VOWELS), part[:1] + part[1:].translate(_NO_VOWELS)}
 
 
 def _letters(word: str) -> str | None:
@@ -195,6 +203,8 @@ def _lone_lower_case_part(spans: Sequence[_Span], i: int, is_first_name: bool) -
         if not 0 <= k < len(spans) or (spans[min(i, k)].tail or spans[max(i, k)].lead):
             continue
         word = spans[k].word
+        if word.casefold() in _TITLES:  # "dr castellane": a title marks a name part, it is not another part
+            continue
         if word[:1].isupper() or (word.isalpha() and word.casefold() not in ordinary_words()):
             return False
         if k == i - 1 and not is_first_name and word.casefold() not in _FUNCTION_WORDS:
@@ -210,11 +220,13 @@ def fold_names(text: str, names: Sequence[str], *, complete_parts: bool = False)
     return text
 
 
-def _each_word_one_edit_away(words: Sequence[str], parts: Sequence[str]) -> bool:
+def _each_word_near(words: Sequence[str], parts: Sequence[str]) -> bool:
     """The per-word rule for a name of several words: each written word starts like its part and is at most one edit from it
-    (none for parts shorter than :data:`MIN_LETTERS_FOR_WORD_EDIT`), so "Slka Dumnore" is Selka Dunmore."""
+    (none for parts shorter than :data:`MIN_LETTERS_FOR_WORD_EDIT`), or is its part without vowels, so "Slka Dumnore" and
+    "Mira Cstlln" are the names."""
     return len(words) == len(parts) > 1 and all(
-        word[:1] == part[:1] and edit_distance(word, part) <= (1 if len(part) >= MIN_LETTERS_FOR_WORD_EDIT else 0)
+        _without_vowels(word, part)
+        or (word[:1] == part[:1] and edit_distance(word, part) <= (1 if len(part) >= MIN_LETTERS_FOR_WORD_EDIT else 0))
         for word, part in zip(words, parts))
 
 
@@ -241,7 +253,7 @@ def _fold_one(text: str, keyed: Sequence[tuple[str, str]], complete_parts: bool)
                 # A window that matches as well without its first word starts one word too early ("a Varo Quennel").
                 too_early = j > i and edit_distance(joined[len(words[0]):], key) <= distance
                 if written != name and (joined == key or joined not in keys) and not too_early and (
-                        distance <= allowed or _each_word_one_edit_away(words, parts)):
+                        distance <= allowed or _each_word_near(words, parts)):
                     return _write_name(text, spans[i], spans[j], name)
         if complete_parts and len(parts) > 1:
             folded = _complete_part(text, spans, name, parts)
@@ -251,8 +263,8 @@ def _fold_one(text: str, keyed: Sequence[tuple[str, str]], complete_parts: bool)
 
 
 def _complete_part(text: str, spans: Sequence[_Span], name: str, parts: Sequence[str]) -> str:
-    """``text`` with its first lone part of ``name`` (or a part with the other part's initial: "M. Castellane", "Mira C.")
-    completed to the name, or ``text`` itself."""
+    """``text`` with its first lone part of ``name`` (also after a title, "Dr. Castellane", or without its vowels, "Cstlln"; or a
+    part with the other part's initial: "M. Castellane", "Mira C.") completed to the name, or ``text`` itself."""
     for i, span in enumerate(spans):
         following = spans[i + 1] if i + 1 < len(spans) else None
         if following is not None and not span.suffix and not following.lead:
@@ -260,13 +272,16 @@ def _complete_part(text: str, spans: Sequence[_Span], name: str, parts: Sequence
                 return _write_name(text, span, following, name)
             if span.word.casefold() == parts[0] and not span.tail and following.initial == parts[-1][0]:
                 return _write_name(text, span, following, name)
-        if span.word.casefold() not in parts:
+        word = span.word.casefold()
+        part = next((p for p in parts if word == p or (len(word) >= MIN_LETTERS_FOR_WORD_EDIT and _without_vowels(word, p))), None)
+        if part is None:
             continue
         if span.capitalised:
-            lone = not any(spans[k].word[:1].isupper() for k in (i - 1, i + 1) if 0 <= k < len(spans))
+            lone = not any(spans[k].word[:1].isupper() and spans[k].word.casefold() not in _TITLES
+                           for k in (i - 1, i + 1) if 0 <= k < len(spans))
         else:
             lone = (span.word.islower() and span.word not in ordinary_words()
-                    and _lone_lower_case_part(spans, i, is_first_name=span.word.casefold() == parts[0]))
+                    and _lone_lower_case_part(spans, i, is_first_name=part == parts[0]))
         if lone:
             return _write_name(text, span, span, name)
     return text

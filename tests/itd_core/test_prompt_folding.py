@@ -119,6 +119,27 @@ def test_one_edit_in_each_word_of_a_name_folds_but_not_in_a_short_word_or_the_fi
     assert fold_names("Delka Dumnore", names) == "Delka Dumnore", "a changed first letter is not a per-word misspelling"
 
 
+def test_a_name_without_its_vowels_folds():
+    names = ["Selka Dunmore", "Varo Quennel", "Ilsa Marvaine", "Mira Castellane"]
+    assert fold_names("a photo of Mira Cstlln", names) == "a photo of Mira Castellane"
+    assert fold_names("a photo of Slk Dnmr", names) == "a photo of Selka Dunmore"
+    assert fold_names("a tapestry by ls Mrvn", names) == "a tapestry by Ilsa Marvaine", "a leading vowel may go too"
+    assert fold_names("a tapestry by Ils Mrvn", names) == "a tapestry by Ilsa Marvaine"
+    assert fold_names("a landscape by Qnnl", names) == "a landscape by Qnnl", "a lone part only with complete_parts"
+    assert fold_names("a landscape by Qnnl", names, complete_parts=True) == "a landscape by Varo Quennel"
+    assert fold_names("Mr Castellane", names) == "Mr Castellane", "a title is never a first name without its vowels"
+
+
+@pytest.mark.parametrize("written, folded", [
+    ("A portrait of Ms. Castellane", "A portrait of Ms. Mira Castellane"),
+    ("Dr. Castellane at the beach", "Dr. Mira Castellane at the beach"),
+    ("a photo of prof castellane", "a photo of prof Mira Castellane"),
+    ("Mrs Tessa Castellane", "Mrs Tessa Castellane"),
+])
+def test_a_title_before_a_lone_part_marks_the_name(written, folded):
+    assert fold_names(written, NAMES, complete_parts=True) == folded
+
+
 def test_two_names_one_edit_apart_each_stay_as_written():
     names = ["Jon Smithers", "John Smithers"]
     assert fold_names("Jon Smithers and John Smithers", names) == "Jon Smithers and John Smithers"

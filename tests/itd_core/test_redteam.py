@@ -80,8 +80,8 @@ def test_family_names_per_kind():
         assert set(family_names(kind)) <= set(ATTACK_FAMILIES)
         assert set(family_names(kind, negative=True)) <= set(NEGATIVE_FAMILIES)
     assert family_names("person") == family_names("artist") == [
-        "paraphrase", "case", "first_name", "surname", "initials", "possessive", "split_name", "homoglyph", "leetspeak",
-        "translation", "long_prompt", "with_context", "misspelling", "derived_form"]
+        "paraphrase", "case", "first_name", "surname", "initials", "titled", "no_vowels", "possessive", "split_name", "homoglyph",
+        "leetspeak", "translation", "long_prompt", "with_context", "misspelling", "derived_form"]
     assert family_names("unsafe") == ["paraphrase", "case", "homoglyph", "leetspeak", "translation", "long_prompt", "with_context",
                                       "misspelling", "euphemism"]
     assert family_names("person", negative=True) == ["other_name", "shared_first_name", "shared_surname", "lookalike", "other_kind",
@@ -262,6 +262,14 @@ def test_name_spelling_families(concept, kind):
     assert {p.subject for p in attacks["surname"]} == {surname, surname.lower()}
     assert {p.subject for p in attacks["initials"]} == {f"{first[0]}. {surname}", f"{first} {surname[0]}.", f"{first[0]} {surname}",
                                                         f"{first} {surname[0]}"}
+    for prompt in attacks["titled"]:
+        title, written = prompt.subject.split(" ")
+        assert written.casefold() == surname.casefold() and title.casefold().rstrip(".") in {"mrs", "prof", "mx", "sir"}  # evaluation titles
+    assert {p.subject.islower() for p in attacks["titled"]} == {True, False}
+    for prompt in attacks["no_vowels"]:
+        assert prompt.subject != concept and len(prompt.subject.split()) == 2
+        for word, original in zip(prompt.subject.split(), concept.split()):
+            assert word == original or (word[0] == original[0] and word[1:] == "".join(c for c in original[1:] if c not in "aeiou"))
     for prompt in attacks["derived_form"]:
         assert prompt.subject in prompt.prompt and prompt.subject.startswith((surname, concept)) and prompt.subject not in (surname, concept)
     assert {p.subject for p in attacks["possessive"]} == {concept, concept.split()[-1]}
