@@ -3,6 +3,7 @@
     python bench/bench_redteam.py                  # full table: 14 characters, 8 artists, unsafe (README)
     python bench/bench_redteam.py --quick          # 2 characters, 2 artists, unsafe; fewer prompts
     python bench/bench_redteam.py --json out.json  # also write every figure
+    python bench/bench_redteam.py --together       # one config per method erasing every concept at once
 
 Each concept is erased on its own (one config per concept and method, as a user erases one concept). Its
 target prompts are its known templates (2 seed slots) and every generated attack family of
@@ -10,7 +11,8 @@ target prompts are its known templates (2 seed slots) and every generated attack
 whose templates, languages and invented names are disjoint); its non-target prompts are generated hard
 negatives and retain prompts (two other concepts' known templates, object prompts and six COCO captions). All images come
 from the same seeds with no erasure and with each method; the detector judges (see
-:mod:`shapesworld.redteam_benchmark`). The optimisation attack has its own script: ``python -m shapesworld.attack``.
+:mod:`shapesworld.redteam_benchmark`). With ``--together`` one config per method erases every concept at once, and the
+non-target prompts that name one of them (other concepts' templates, hard negatives with their names) are left out. The optimisation attack has its own script: ``python -m shapesworld.attack``.
 """
 
 from __future__ import annotations
@@ -42,6 +44,12 @@ def concept_items(name: str, *, per_family: int, known_seeds: tuple[int, ...]) -
     return items
 
 
+def names_one_of(prompt: str, concepts: list[str]) -> bool:
+    """Whether ``prompt`` holds the name of one of the (character and artist) ``concepts``."""
+    text = prompt.casefold()
+    return any(rb.world_name(name).casefold() in text for name in concepts if rb.concept_kind(name) != "unsafe")
+
+
 def general_prompts(start: int = 3000, n: int = 6) -> list[str]:
     """Ordinary prompts the world does not know (shipped COCO captions, far from the ones on the retain side of a selection)."""
     from itd_core.assets import prompt_set
@@ -56,6 +64,7 @@ def main(argv=None) -> int:
     parser.add_argument("--concepts", nargs="+", help="concept names (default: every character and artist, and unsafe)")
     parser.add_argument("--per-family", type=int, help="attack prompts per family (default 2; --quick 1)")
     parser.add_argument("--json", help="write every figure to this file")
+    parser.add_argument("--together", action="store_true", help="erase every concept with one config per method")
     args = parser.parse_args(argv)
 
     from itd_core.bundle import load_bundle
@@ -65,6 +74,8 @@ def main(argv=None) -> int:
     bundle = load_bundle("demo")
     started = time.monotonic()
     items = {name: concept_items(name, per_family=per_family, known_seeds=(0, 1)) for name in concepts}
+    if args.together:
+        items = {name: [i for i in its if i.group == "target" or not names_one_of(i.prompt, concepts)] for name, its in items.items()}
     everything = [item for name in concepts for item in items[name]]
     unique = list({(i.prompt, i.seeds): i for i in everything}.values())
     print(f"no erasure: {sum(len(i.seeds) for i in unique)} images", file=sys.stderr)
@@ -73,7 +84,14 @@ def main(argv=None) -> int:
     results: dict[str, dict] = {}
     for method in METHODS:
         judged_all, build_seconds = [], 0.0
-        for index, name in enumerate(concepts):
+        if args.together:
+            t = time.monotonic()
+            config = rb.build_config(bundle, concepts, method)
+            build_seconds = time.monotonic() - t
+            judged, _ = rb.run_items(bundle, unique, config, reference=reference, progress=rb.EtaProgress(f"{method}, all at once"))
+            by_image = {(j.item.prompt, j.seed): j for j in judged}
+            judged_all = [replace(by_image[(i.prompt, s)], item=i) for name in concepts for i in items[name] for s in i.seeds]
+        for index, name in enumerate([] if args.together else concepts):
             t = time.monotonic()
             config = rb.build_config(bundle, [name], method)
             build_seconds += time.monotonic() - t
@@ -86,9 +104,9 @@ def main(argv=None) -> int:
     shown = rb.shown_without(baseline_judged)
     summaries = {"none": rb.summarize(baseline_judged)} | {m: rb.summarize(r["judged"], shown) for m, r in results.items()}
     elapsed = time.monotonic() - started
-    print(markdown(concepts, summaries, elapsed, per_family))
+    print(("Every concept erased at once, one config per method. " if args.together else "") + markdown(concepts, summaries, elapsed, per_family))
     if args.json:
-        Path(args.json).write_text(json.dumps({"concepts": concepts, "per_family": per_family, "seconds": elapsed,
+        Path(args.json).write_text(json.dumps({"concepts": concepts, "together": args.together, "per_family": per_family, "seconds": elapsed,
                                                "summaries": {m: vars(s) for m, s in summaries.items()},
                                                "build_seconds": {m: r["build_seconds"] for m, r in results.items()}}, indent=2))
     return 0

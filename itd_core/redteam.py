@@ -647,15 +647,16 @@ def _titled(job: _Job, rng: random.Random) -> Iterator[tuple[str, str]]:
         yield _fill(template, name), name
 
 
-def _without_vowels(word: str) -> str:
+def _drop_vowels(word: str) -> str:
+    """``word`` without the vowels after its first letter ("Castellane" -> "Cstlln")."""
     return word[:1] + "".join(char for char in word[1:] if char.lower() not in _VOWELS)
 
 
 def _no_vowels(job: _Job, rng: random.Random) -> Iterator[tuple[str, str]]:
     if len(job.words) < 2:
         return
-    # A word left with under 3 letters is dropped from the forms: "Mr" (Mira) reads as a title.
-    stripped = [new if len(new) >= 3 else word for word in job.words if (new := _without_vowels(word))]
+    # A word that would keep under 3 letters stays as written: "Mr" (Mira) reads as a title.
+    stripped = [new if len(new := _drop_vowels(word)) >= 3 else word for word in job.words]
     forms = [" ".join(stripped[k] if k == changed else word for k, word in enumerate(job.words)) for changed in range(len(job.words))]
     forms = list(dict.fromkeys(form for form in forms + [" ".join(stripped)] if form != job.concept))
     for form, template in zip(_cycle(rng, forms), _shuffled(rng, job.paraphrases)):
