@@ -25,7 +25,8 @@ the full name:
   flight"), is completed too; the classifier then decides;
 * in lower case ("a portrait of castellane"), unless it is an ordinary English word (:func:`ordinary_words`: "a
   wren on a branch" stays a bird) or a neighbour looks like another name (capitalised, or not an English word:
-  "tessa castellane");
+  "tessa castellane"); a surname needs a function word before it, a first name one after it (or a verb in -ing or
+  -ed: "mira smiling"), so "james jean" (the artist) is not completed to James Franco;
 * without its vowels, for a part of :data:`MIN_LETTERS_FOR_WORD_EDIT` or more letters so written ("a portrait of Cstlln");
 * beside the other part's initial: ``M. Castellane``, ``Mira C.`` (a lone "A" or "I" counts as an initial only
   with its full stop).
@@ -102,11 +103,13 @@ def fold_prompt(text: str) -> str:
 
 MIN_LETTERS_FOR_EDIT = 6  # a shorter name one edit away is too often another word ("Velt" / "felt")
 MIN_LETTERS_FOR_WORD_EDIT = 4  # the per-word rule: one edit in a 3-letter word ("Ann" / "Ian") is another name
+MIN_LETTERS_FOR_LONE_PART = 3  # "Ai" (Ai Weiwei) or the "K." of Brian K. Vaughan alone is no name
 _SPAN = re.compile(r"\S+")
 _CORE = re.compile(r"^(\W*)(.*?)((?:['’]s)?\W*)$")  # leading punctuation, the word, a possessive and trailing punctuation
 # Suffixes that derive a likeness or style from a name ("Quennelesque", "Castellane-style"); a bare "esque" gets a hyphen
 # when the name is written in.
 _DERIVED_SUFFIXES = ("-inspired", "-esque", "-style", "-like", "esque")
+_SUFFIX_WORDS = frozenset(suffix.strip("-") for suffix in _DERIVED_SUFFIXES)
 # Words that cannot be a first name before a surname: a lower-case surname after one of them stands alone.
 _FUNCTION_WORDS = frozenset("""
 a an the this that these those my your his her its our their of in on at by for with without from to into onto about
@@ -139,6 +142,22 @@ def edit_distance(a: str, b: str) -> int:
             row.append(cost)
         rows = [rows[-1], row]
     return rows[-1][-1]
+
+
+def within_one_edit(a: str, b: str) -> bool:
+    """``edit_distance(a, b) <= 1`` in one pass: the folding asks this of every window of every prompt for every name."""
+    if a == b:
+        return True
+    if abs(len(a) - len(b)) > 1:
+        return False
+    i = 0
+    while i < min(len(a), len(b)) and a[i] == b[i]:
+        i += 1
+    if len(a) > len(b):
+        return a[i + 1:] == b[i:]
+    if len(a) < len(b):
+        return a[i:] == b[i + 1:]
+    return a[i + 1:] == b[i + 1:] or (a[i:i + 2] == b[i:i + 2][::-1] and a[i + 2:] == b[i + 2:])
 
 
 def _without_vowels(word: str, part: str) -> bool:
@@ -197,8 +216,10 @@ def _write_name(text: str, first: _Span, last: _Span, name: str) -> str:
 
 def _lone_lower_case_part(spans: Sequence[_Span], i: int, is_first_name: bool) -> bool:
     """Whether the lower-case name part ``spans[i]`` stands alone: no neighbour (punctuation between ends the name) looks
-    like a name (capitalised, or not an English word: "tessa castellane"), and a surname has a function word before it,
-    since any word could be a first name ("loa castellane": "loa" is an English word too)."""
+    like a name (capitalised, or not an English word: "tessa castellane"), a surname has a function word before it, since
+    any word could be a first name ("loa castellane": "loa" is an English word too), and a first name has one, a verb in
+    -ing or -ed or a derived suffix as a word after it ("mira smiling", "odile style"), since any other word could be a surname ("james jean", the artist, is not
+    James Franco)."""
     for k in (i - 1, i + 1):
         if not 0 <= k < len(spans) or (spans[min(i, k)].tail or spans[max(i, k)].lead):
             continue
@@ -209,12 +230,15 @@ def _lone_lower_case_part(spans: Sequence[_Span], i: int, is_first_name: bool) -
             return False
         if k == i - 1 and not is_first_name and word.casefold() not in _FUNCTION_WORDS:
             return False
+        if (k == i + 1 and is_first_name and word.casefold() not in _FUNCTION_WORDS | _SUFFIX_WORDS
+                and not word.endswith(("ing", "ed"))):
+            return False
     return True
 
 
 def fold_names(text: str, names: Sequence[str], *, complete_parts: bool = False) -> str:
     """``text`` with near-miss spellings of ``names`` written as the name (see the module docstring)."""
-    keyed = [(name, key) for name in names if (key := _letters(name.replace(" ", "")))]
+    keyed = [(name, key, _words(name)[1]) for name in names if (key := _letters(name.replace(" ", "")))]
     while (folded := _fold_one(text, keyed, complete_parts)) != text:
         text = folded
     return text
@@ -226,34 +250,34 @@ def _each_word_near(words: Sequence[str], parts: Sequence[str]) -> bool:
     "Mira Cstlln" are the names."""
     return len(words) == len(parts) > 1 and all(
         _without_vowels(word, part)
-        or (word[:1] == part[:1] and edit_distance(word, part) <= (1 if len(part) >= MIN_LETTERS_FOR_WORD_EDIT else 0))
+        or (word[:1] == part[:1] and (within_one_edit(word, part) if len(part) >= MIN_LETTERS_FOR_WORD_EDIT else word == part))
         for word, part in zip(words, parts))
 
 
-def _fold_one(text: str, keyed: Sequence[tuple[str, str]], complete_parts: bool) -> str:
+def _fold_one(text: str, keyed: Sequence[tuple[str, str, list[str]]], complete_parts: bool) -> str:
     """``text`` with its first near-miss spelling of a name folded, or ``text`` itself when it has none. ``keyed``: the names
-    with their letters (:func:`_letters`). A spelling that is exactly one of the names is never folded into another, so two names one edit apart do not flip-flop."""
+    with their letters (:func:`_letters`) and words. A spelling that is exactly one of the names is never folded into another,
+    so two names one edit apart do not flip-flop."""
     spans = [_Span.of(m) for m in _SPAN.finditer(text)]
-    keys = {key for _, key in keyed}
-    for name, key in keyed:
+    letters = [_letters(span.word) for span in spans]
+    keys = {key for _, key, _ in keyed}
+    for name, key, parts in keyed:
         allowed = 1 if len(key) >= MIN_LETTERS_FOR_EDIT else 0
-        parts = [part.casefold() for part in name.split()]
         for i in range(len(spans)):
             joined, words = "", []
             for j in range(i, len(spans)):
-                letters = _letters(spans[j].word)
-                if letters is None or (j > i and (spans[j - 1].tail or spans[j - 1].suffix)):  # a window does not run across punctuation
+                if letters[j] is None or (j > i and (spans[j - 1].tail or spans[j - 1].suffix)):  # a window does not run across punctuation
                     break
-                joined += letters
-                words.append(letters)
+                joined += letters[j]
+                words.append(letters[j])
                 if len(joined) > len(key) + len(parts):
                     break
-                written = text[spans[i].word_start:spans[j].word_end]
-                distance = edit_distance(joined, key)
+                if text[spans[i].word_start:spans[j].word_end] == name or (joined != key and joined in keys):
+                    continue
+                if not ((within_one_edit(joined, key) if allowed else joined == key) or _each_word_near(words, parts)):
+                    continue
                 # A window that matches as well without its first word starts one word too early ("a Varo Quennel").
-                too_early = j > i and edit_distance(joined[len(words[0]):], key) <= distance
-                if written != name and (joined == key or joined not in keys) and not too_early and (
-                        distance <= allowed or _each_word_near(words, parts)):
+                if j == i or edit_distance(joined[len(words[0]):], key) > edit_distance(joined, key):
                     return _write_name(text, spans[i], spans[j], name)
         if complete_parts and len(parts) > 1:
             folded = _complete_part(text, spans, name, parts)
@@ -264,8 +288,13 @@ def _fold_one(text: str, keyed: Sequence[tuple[str, str]], complete_parts: bool)
 
 def _complete_part(text: str, spans: Sequence[_Span], name: str, parts: Sequence[str]) -> str:
     """``text`` with its first lone part of ``name`` (also after a title, "Dr. Castellane", or without its vowels, "Cstlln"; or a
-    part with the other part's initial: "M. Castellane", "Mira C.") completed to the name, or ``text`` itself."""
+    part with the other part's initial: "M. Castellane", "Mira C.") completed to the name, or ``text`` itself. A word that
+    is already inside the written name is never a lone part (the first word of "Lady Gaga" is a title)."""
+    words = [span.word.casefold() for span in spans]
+    in_name = {k for i in range(len(words) - len(parts) + 1) if words[i:i + len(parts)] == list(parts) for k in range(i, i + len(parts))}
     for i, span in enumerate(spans):
+        if i in in_name:
+            continue
         following = spans[i + 1] if i + 1 < len(spans) else None
         if following is not None and not span.suffix and not following.lead:
             if span.initial == parts[0][0] and following.word.casefold() == parts[-1] and not span.tail.strip("."):
@@ -274,7 +303,7 @@ def _complete_part(text: str, spans: Sequence[_Span], name: str, parts: Sequence
                 return _write_name(text, span, following, name)
         word = span.word.casefold()
         part = next((p for p in parts if word == p or (len(word) >= MIN_LETTERS_FOR_WORD_EDIT and _without_vowels(word, p))), None)
-        if part is None:
+        if part is None or len(word) < MIN_LETTERS_FOR_LONE_PART:
             continue
         if span.capitalised:
             lone = not any(spans[k].word[:1].isupper() and spans[k].word.casefold() not in _TITLES
@@ -299,7 +328,7 @@ def _holds(words: Sequence[str], parts: Sequence[str]) -> bool:
 def names_the_concept(text: str, name: str) -> bool:
     """Whether ``text`` (folded) holds the several-word ``name`` itself, word for word in any case: such a prompt asks
     for the concept however the words around the name pull the classifier's score down (suffix attacks)."""
-    parts = [part.casefold() for part in name.split()]
+    parts = _words(name)[1]
     return len(parts) > 1 and _holds(_words(text)[1], parts)
 
 
@@ -309,7 +338,7 @@ def names_someone_else(text: str, name: str) -> bool:
     after a first name; no punctuation between), a word that is no English word and at least 3 edits from the name's
     word it stands for ("Yorwyn Castellane", "quinten quennel", "Ilsa Marlridge"; "Mira Casstelane" is a misspelling). Titles ("Mrs Castellane") and English words ("Grace Castellane") do not make someone else, so the
     classifier still decides those; a word newer than the 1934 word list does ("cyberpunk castellane")."""
-    parts = [part.casefold() for part in name.split()]
+    parts = _words(name)[1]
     spans, words = _words(text)
     held = [i for i, word in enumerate(words) if word in parts]
     if len(parts) < 2 or not held or _holds(words, parts):

@@ -1,6 +1,14 @@
 import pytest
 
-from itd_core.prompt_folding import edit_distance, fold_concept_prompt, fold_names, fold_prompt, names_someone_else, names_the_concept
+from itd_core.prompt_folding import (
+    edit_distance,
+    fold_concept_prompt,
+    fold_names,
+    fold_prompt,
+    names_someone_else,
+    names_the_concept,
+    within_one_edit,
+)
 
 
 @pytest.mark.parametrize("written, folded", [
@@ -54,6 +62,19 @@ def test_short_names_fold_only_splits():
     assert fold_names("Alba portrait", ["Albo"]) == "Alba portrait", "one edit from a 4-letter name is another word"
 
 
+def test_within_one_edit_agrees_with_the_edit_distance():
+    import itertools
+    import random
+
+    rng = random.Random(0)
+    words = ["".join(rng.choice("abc") for _ in range(rng.randint(0, 5))) for _ in range(300)]
+    for a, b in itertools.product(words[:120], words[120:]):
+        assert within_one_edit(a, b) == (edit_distance(a, b) <= 1), (a, b)
+    for a in words:  # one random edit of each word
+        b = a[:1] + a[2:3] + a[1:2] + a[3:] if len(a) > 2 and rng.random() < 0.5 else a + "c"
+        assert within_one_edit(a, b) == (edit_distance(a, b) <= 1), (a, b)
+
+
 def test_edit_distance_counts_a_swap_as_one_edit():
     assert edit_distance("ab", "ba") == 1
     assert edit_distance("kitten", "sitting") == 3
@@ -91,6 +112,15 @@ def test_a_name_part_beside_another_name_is_not_completed(text):
 def test_lower_case_parts_and_initials_are_completed(written, folded):
     assert fold_names(written, NAMES) == written
     assert fold_names(written, NAMES, complete_parts=True) == folded
+
+
+def test_a_lower_case_first_name_before_another_word_may_be_someone_else():
+    names = ["James Franco", "Adam Driver", "Odile Fenwright"]
+    assert fold_names("artwork by james jean, hyperdetailed", names, complete_parts=True) == "artwork by james jean, hyperdetailed"
+    assert fold_names("chris kyle by leroy neiman", ["Chris Claremont"], complete_parts=True) == "chris kyle by leroy neiman"
+    assert fold_names("james smiling at the camera", names, complete_parts=True) == "James Franco smiling at the camera"
+    assert fold_names("an abstract piece, odile style", names, complete_parts=True) == "an abstract piece, Odile Fenwright style"
+    assert fold_names("a photo of james", names, complete_parts=True) == "a photo of James Franco"
 
 
 def test_a_lower_case_part_that_is_an_english_word_is_read_as_the_word():
@@ -138,6 +168,28 @@ def test_a_name_without_its_vowels_folds():
 ])
 def test_a_title_before_a_lone_part_marks_the_name(written, folded):
     assert fold_names(written, NAMES, complete_parts=True) == folded
+
+
+def test_a_name_whose_first_word_is_a_title_is_not_completed_into_itself():
+    names = ["Lady Gaga", "Dr Dre"]
+    for text in ("Lady Gaga on stage", "a photo of Dr Dre", "dr dre in a studio"):
+        folded = fold_names(text, names, complete_parts=True)
+        assert folded.casefold() == text.casefold()
+    assert fold_names("Gaga at the beach", names, complete_parts=True) == "Lady Gaga at the beach"
+
+
+def test_every_shipped_real_name_folds_to_itself():
+    import csv
+
+    from itd_core.assets import prompt_set
+
+    names = sorted({row["class"] for stem in ("celebrity_target", "celebrity_remain", "style_target", "style_remain")
+                    for row in csv.DictReader(prompt_set(stem).open(encoding="utf-8"))})
+    assert len(names) > 300
+    for name in names:
+        for text in (f"a portrait of {name}", f"{name} on stage", f"a painting by {name.lower()}", f"{name.upper()}, high quality"):
+            folded = fold_concept_prompt(text, [name], "fold_parts")
+            assert folded.casefold() == text.casefold(), (name, text, folded)
 
 
 def test_two_names_one_edit_apart_each_stay_as_written():
