@@ -155,20 +155,21 @@ def test_folded_spelling_triggers_and_is_the_one_edited(tiny_bundle, config, non
 
 
 @pytest.mark.parametrize("threshold, edited", [
-    (1e-9, [False, True, True]),  # every score passes: only the veto keeps someone else unedited
-    (1e9, [False, True, False]),  # no score passes: only the full name triggers
+    (1e-9, [False, True, True, True]),  # every score passes: only the veto keeps someone else unedited
+    (1e9, [False, True, True, False]),  # no score passes: only the full name (a title and the surname complete it) triggers
 ])
 def test_name_rules_override_the_classifier(tiny_bundle, config, threshold, edited):
     pipe = tiny_bundle.pipeline
     parts = config.model_copy(update={"prompt_folding": "fold_parts"}, deep=True)
     parts.concepts[0].threshold = threshold
-    prompts = ["A portrait of Yorwyn Cruise", "A portrait of tom cruise !!!", "A portrait of Mrs Cruise"]
+    prompts = ["A portrait of Yorwyn Cruise", "A portrait of tom cruise !!!", "A portrait of Mrs Cruise", "A photo of a cruise ship"]
     deactivator = parts.deactivator(tiny_bundle.sae)
     named, vetoed = deactivator.name_rules([deactivator.folded(p) for p in prompts])
-    assert named[:, 0].tolist() == [False, True, False] and vetoed[:, 0].tolist() == [True, False, False]
+    assert named[:, 0].tolist() == [False, True, True, False] and vetoed[:, 0].tolist() == [True, False, False, False]
     scores = deactivator.score_prompts(tiny_bundle.adapter, prompts)[:, 0]
     own = deactivator.score_prompts(tiny_bundle.adapter, prompts, name_rules=False)[:, 0]
-    assert scores[0] == 0 < own[0] and scores[1] >= threshold and scores[2] == own[2], "calibration reads the classifier's own score"
+    assert scores[0] == 0 < own[0] and scores[1] >= threshold and scores[2] >= threshold
+    assert scores[3] == own[3], "a prompt neither rule decides keeps the classifier's own score"
     with erasure(pipe, parts, tiny_bundle.sae) as hook:
         erased, _ = pipe.encode_prompt(prompts, "cpu", 1, False)
     assert hook.calls[-1].edited == edited and [row[0] for row in hook.calls[-1].triggered] == edited
@@ -176,7 +177,7 @@ def test_name_rules_override_the_classifier(tiny_bundle, config, threshold, edit
     assert torch.equal(erased[:1], plain), "the vetoed prompt passes bit-exactly"
     with erasure(pipe, parts.model_copy(update={"prompt_folding": "fold"}, deep=True), tiny_bundle.sae) as hook:
         pipe.encode_prompt(prompts, "cpu", 1, False)
-    assert hook.calls[-1].edited == [threshold < 1] * 3, "without fold_parts the classifier alone decides"
+    assert hook.calls[-1].edited == [threshold < 1] * 4, "without fold_parts the classifier alone decides"
 
 
 def test_concept_positions_edit_keeps_the_other_tokens(tiny_bundle, config):
