@@ -13,21 +13,21 @@
 a name split by spaces or hyphens (``Mira Cas-tellane``); for names of at least :data:`MIN_LETTERS_FOR_EDIT`
 letters, one edit away (a dropped, added, changed or swapped letter: ``Mira Castlelane``); for names of several
 words, one edit in each word that keeps its first letter (``Slka Dumnore``; words under
-:data:`MIN_LETTERS_FOR_WORD_EDIT` letters exactly) or a word without its vowels (``Mira Cstlln``, ``Slk Dnmr``); and a name with a suffix that derives a style or likeness
-from it (``Varo Quennelesque`` -> ``Varo Quennel-esque``; ``-style``, ``-like``, ``-inspired``). Words further away
+:data:`MIN_LETTERS_FOR_WORD_EDIT` letters exactly) or a word without its vowels (``Mira Cstlln``, ``Slk Dnmr``); and a
+name with a suffix that derives a style or likeness from it (``Varo Quennelesque`` -> ``Varo Quennel-esque``; ``-style``, ``-like``, ``-inspired``). Words further away
 ("Marvin" for "Marvaine", "Delka Dumnore") are left alone.
 
 With ``complete_parts`` (``prompt_folding: "fold_parts"``), a lone first name or surname is also completed to
 the full name:
 
 * capitalised ("Castellane's yearbook photo", "Dr. Castellane"), unless a capitalised word other than a title stands
-  next to it ("Tessa Castellane" is someone else). A surname that is also a common word, capitalised at the start of a prompt ("Swift birds in
-  flight"), is completed too; the classifier then decides;
+  next to it ("Tessa Castellane" is someone else). A surname that is also a common word, capitalised at the start of a
+  prompt ("Swift birds in flight"), is completed too, and then triggers the concept (:func:`names_the_concept`);
 * in lower case ("a portrait of castellane"), unless it is an ordinary English word (:func:`ordinary_words`: "a
   wren on a branch" stays a bird) or a neighbour looks like another name (capitalised, or not an English word:
   "tessa castellane"); a surname needs a function word before it, a first name one after it (or a verb in -ing or
   -ed: "mira smiling"), so "james jean" (the artist) is not completed to James Franco;
-* without its vowels, for a part of :data:`MIN_LETTERS_FOR_WORD_EDIT` or more letters so written ("a portrait of Cstlln");
+* written without its vowels, in :data:`MIN_LETTERS_FOR_WORD_EDIT` or more letters ("a portrait of Cstlln");
 * beside the other part's initial: ``M. Castellane``, ``Mira C.`` (a lone "A" or "I" counts as an initial only
   with its full stop).
 
@@ -218,8 +218,8 @@ def _lone_lower_case_part(spans: Sequence[_Span], i: int, is_first_name: bool) -
     """Whether the lower-case name part ``spans[i]`` stands alone: no neighbour (punctuation between ends the name) looks
     like a name (capitalised, or not an English word: "tessa castellane"), a surname has a function word before it, since
     any word could be a first name ("loa castellane": "loa" is an English word too), and a first name has one, a verb in
-    -ing or -ed or a derived suffix as a word after it ("mira smiling", "odile style"), since any other word could be a surname ("james jean", the artist, is not
-    James Franco)."""
+    -ing or -ed or a derived suffix as a word after it ("mira smiling", "odile style"), since any other word could be a
+    surname ("james jean", the artist, is not James Franco)."""
     for k in (i - 1, i + 1):
         if not 0 <= k < len(spans) or (spans[min(i, k)].tail or spans[max(i, k)].lead):
             continue
@@ -336,8 +336,8 @@ def names_someone_else(text: str, name: str) -> bool:
     """Whether ``text`` (folded) asks for someone else who shares a word of the several-word ``name``: the name itself is
     nowhere in it, and every word of the name that it holds has, where the rest of a name would stand (before a surname,
     after a first name; no punctuation between), a word that is no English word and at least 3 edits from the name's
-    word it stands for ("Yorwyn Castellane", "quinten quennel", "Ilsa Marlridge"; "Mira Casstelane" is a misspelling). Titles ("Mrs Castellane") and English words ("Grace Castellane") do not make someone else, so the
-    classifier still decides those; a word newer than the 1934 word list does ("cyberpunk castellane")."""
+    word it stands for ("Yorwyn Castellane", "quinten quennel", "Ilsa Marlridge"; "Mira Casstelane" is a misspelling). Titles and English words ("Grace Castellane") do not make someone else, so the classifier still decides
+    those ("Mrs Castellane" is completed to the name); a word newer than the 1934 word list does ("cyberpunk castellane")."""
     parts = _words(name)[1]
     spans, words = _words(text)
     held = [i for i, word in enumerate(words) if word in parts]
