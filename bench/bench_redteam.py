@@ -12,7 +12,8 @@ whose templates, languages and invented names are disjoint); its non-target prom
 negatives and retain prompts (two other concepts' known templates, object prompts and six COCO captions). All images come
 from the same seeds with no erasure and with each method; the detector judges (see
 :mod:`shapesworld.redteam_benchmark`). With ``--together`` one config per method erases every concept at once, and the
-non-target prompts that name one of them (other concepts' templates, hard negatives with their names) are left out. The optimisation attack has its own script: ``python -m shapesworld.attack``.
+non-target prompts that name one of them (other concepts' templates, hard negatives with their names) are left out.
+The optimisation attack has its own script: ``python -m shapesworld.attack``.
 """
 
 from __future__ import annotations
@@ -91,13 +92,14 @@ def main(argv=None) -> int:
             judged, _ = rb.run_items(bundle, unique, config, reference=reference, progress=rb.EtaProgress(f"{method}, all at once"))
             by_image = {(j.item.prompt, j.seed): j for j in judged}
             judged_all = [replace(by_image[(i.prompt, s)], item=i) for name in concepts for i in items[name] for s in i.seeds]
-        for index, name in enumerate([] if args.together else concepts):
-            t = time.monotonic()
-            config = rb.build_config(bundle, [name], method)
-            build_seconds += time.monotonic() - t
-            judged, _ = rb.run_items(bundle, items[name], config, reference=reference,
-                                     progress=rb.EtaProgress(f"{method} {index + 1}/{len(concepts)} {name}"))
-            judged_all += judged
+        else:
+            for index, name in enumerate(concepts):
+                t = time.monotonic()
+                config = rb.build_config(bundle, [name], method)
+                build_seconds += time.monotonic() - t
+                judged, _ = rb.run_items(bundle, items[name], config, reference=reference,
+                                         progress=rb.EtaProgress(f"{method} {index + 1}/{len(concepts)} {name}"))
+                judged_all += judged
         results[method] = {"judged": judged_all, "build_seconds": build_seconds}
     # A prompt can play several parts (a target of one concept, a retain prompt of another): judge it in each.
     baseline_judged = [replace(by_prompt[(i.prompt, s)], item=i) for name in concepts for i in items[name] for s in i.seeds]
