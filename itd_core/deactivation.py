@@ -290,6 +290,12 @@ class Deactivator:
                 scores[vetoed] = 0.0
         return scores
 
+    @staticmethod
+    def decide(triggered: torch.Tensor, name_rules: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """``triggered`` ``[B, C]`` with the name rules (:meth:`name_rules`) applied: a named concept triggers, a vetoed one does not."""
+        named, vetoed = (rule.to(triggered.device) for rule in name_rules)
+        return (triggered | named) & ~vetoed
+
     def name_rules(self, folded: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """With ``prompt_folding="fold_parts"``, for each prompt in its folded spelling (:meth:`folded`) and each concept
         (several-word names only): whether it holds the full name, so the concept triggers whatever its score
@@ -328,8 +334,7 @@ class Deactivator:
         if gate:
             triggered = scores >= self.threshold_tensor(scores.device)
             if name_rules is not None:
-                named, vetoed = (rule.to(triggered.device) for rule in name_rules)
-                triggered = (triggered | named) & ~vetoed
+                triggered = self.decide(triggered, name_rules)
         else:
             triggered = torch.ones_like(scores, dtype=torch.bool)
         edited = triggered.any(dim=1)

@@ -127,8 +127,7 @@ class ErasureHook:
             finally:
                 self._probing = False
             triggers = self.deactivator.scores(activations, batch.prompt_mask).cpu() >= self.deactivator.threshold_tensor()
-            named, vetoed = name_rules
-            hits = ((triggers | named[rows]) & ~vetoed[rows]).any(dim=1).tolist()
+            hits = self.deactivator.decide(triggers, tuple(rule[rows] for rule in name_rules)).any(dim=1).tolist()
             for row, hit in zip(rows, hits):
                 if hit:
                     prompts[row], swapped[row] = folded[row], True
