@@ -100,9 +100,16 @@ class Journey:
         self.step = 0
 
     def idle(self, timeout: int = STEP) -> None:
-        """Wait until the script run ends (the status widget goes away)."""
-        self.page.wait_for_timeout(300)
-        self.page.locator('[data-testid="stStatusWidget"]').wait_for(state="hidden", timeout=timeout)
+        """Wait until the script run ends: the status widget hidden twice, 400 ms apart. A widget may send its
+        value after a short debounce, so one look can fall between the key press and the rerun it starts."""
+        status = self.page.locator('[data-testid="stStatusWidget"]')
+        deadline = time.monotonic() + timeout / 1000
+        while True:
+            self.page.wait_for_timeout(400)
+            status.wait_for(state="hidden", timeout=max(1, int((deadline - time.monotonic()) * 1000)))
+            self.page.wait_for_timeout(400)
+            if not status.is_visible():
+                return
 
     def see(self, text: str, timeout: int = STEP) -> None:
         self.page.get_by_text(text).first.wait_for(timeout=timeout)
@@ -152,6 +159,14 @@ class Journey:
         return path
 
 
+def _print_page_state(page, server_log: Path) -> None:
+    """What the page shows in its messages, and the server log's tail: CI keeps the test output, not the screenshots."""
+    for alert in page.get_by_test_id("stAlert").all() + page.get_by_test_id("stException").all():
+        print(f"[journey] page message: {alert.inner_text()[:500]}", flush=True)
+    lines = server_log.read_text(errors="replace").splitlines()[-40:] if server_log.exists() else ["(no log)"]
+    print("[journey] server log, last lines:\n" + "\n".join(lines), flush=True)
+
+
 def _small_copy(source: Path, target: Path, width: int = 900, max_height: int = 1400) -> None:
     """A README-sized PNG: narrower, cropped, 128 colours."""
     from PIL import Image
@@ -166,7 +181,7 @@ def _small_copy(source: Path, target: Path, width: int = 900, max_height: int = 
 
 
 def test_journey_inspect_search_calibrate_preview_export_classify(server, browser, tmp_path):
-    url, env, _ = server
+    url, env, folder = server
     demo = _use_demo()
     concept, concept_prompts = _concept()
     corpus = [*concept_prompts, *RETAIN, *OTHERS]
@@ -266,6 +281,8 @@ def test_journey_inspect_search_calibrate_preview_export_classify(server, browse
                 steps.press(key)
             app.idle()
         app.click("Generate")
+        if not page.get_by_test_id("stProgress").count():  # a late rerun from the slider can swallow the click
+            app.click("Generate")
         app.see("Download the side-by-side grid (PNG)", timeout=300_000)
         assert page.get_by_test_id("stImage").count() == 4
         app.shot("preview")
@@ -279,6 +296,7 @@ def test_journey_inspect_search_calibrate_preview_export_classify(server, browse
         app.shot("export")
     except Exception:
         app.shot("failure")
+        _print_page_state(page, folder / "streamlit.log")
         raise
     finally:
         context.close()
