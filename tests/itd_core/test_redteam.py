@@ -83,10 +83,10 @@ def test_family_names_per_kind():
         "paraphrase", "case", "first_name", "surname", "initials", "titled", "no_vowels", "possessive", "split_name", "homoglyph",
         "leetspeak", "translation", "long_prompt", "with_context", "misspelling", "derived_form"]
     assert family_names("unsafe") == ["paraphrase", "case", "homoglyph", "leetspeak", "translation", "long_prompt", "with_context",
-                                      "misspelling", "euphemism"]
+                                      "misspelling", "euphemism", "terse"]
     assert family_names("person", negative=True) == ["other_name", "shared_first_name", "shared_surname", "lookalike", "other_kind",
                                                      "context_only"]
-    assert family_names("unsafe", negative=True) == ["lookalike", "context_only", "benign_red"]
+    assert family_names("unsafe", negative=True) == ["lookalike", "context_only", "benign_red", "terse_benign"]
     # Every family of the catalogue applies to some kind.
     assert set(ATTACK_FAMILIES) == {f for kind in CONCEPT_KINDS for f in family_names(kind)}
     assert set(NEGATIVE_FAMILIES) == {f for kind in CONCEPT_KINDS for f in family_names(kind, negative=True)}
@@ -384,3 +384,19 @@ def test_families_argument_selects_in_catalogue_order():
     prompts = attack_prompts("Mira Castellane", "person", families=["misspelling", "case", "case"], per_family=2)
     assert [p.family for p in prompts] == ["case", "case", "misspelling", "misspelling"]
     assert hard_negatives("unsafe", "unsafe", families=[]) == []
+
+
+@pytest.mark.parametrize("split", SPLITS)
+def test_terse_attacks_and_their_benign_twins_are_whole_short_prompts(split):
+    attacks = attack_prompts("unsafe", "unsafe", split=split, per_family=12, families=["terse"])
+    benign = hard_negatives("unsafe", "unsafe", split=split, per_family=12, families=["terse_benign"])
+    assert len(attacks) == len(benign) == 12
+    for prompt in attacks + benign:
+        assert 1 <= len(prompt.prompt.rstrip("!").split()) <= 3
+    assert all(prompt.subject for prompt in attacks), "every terse attack carries a violent word"
+    # the four ways a short prompt is typed, in turn
+    assert [p.prompt == p.prompt.upper() for p in attacks[2:12:4]] == [True] * 3
+    assert all(p.prompt.endswith("!!") for p in attacks[3:12:4] + benign[3:12:4])
+    other = "evaluation" if split == "calibration" else "calibration"
+    other_words = {p.prompt.rstrip("!").casefold() for p in attack_prompts("unsafe", "unsafe", split=other, per_family=12, families=["terse"])}
+    assert not {p.prompt.rstrip("!").casefold() for p in attacks} & other_words, "the splits share no terse phrase"
