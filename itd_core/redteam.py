@@ -732,10 +732,14 @@ def _emphasised(index: int, phrase: str) -> str:
     return (phrase, phrase[0].upper() + phrase[1:], phrase.upper(), phrase + "!!")[index % 4]
 
 
-def _terse(job: _Job, rng: random.Random) -> Iterator[tuple[str, str]]:
-    for index, phrase in enumerate(_shuffled(rng, _TERSE_UNSAFE[job.split])):
-        written = _emphasised(index, phrase)
-        yield written, _violent_words(written)
+def _whole_prompts(bank: dict[str, tuple[str, ...]], subject: Callable[[str], str]) -> _Builder:
+    """Each phrase of ``bank`` as the whole prompt, typed as :func:`_emphasised` types it (``terse``, ``terse_benign``)."""
+    def build(job: _Job, rng: random.Random) -> Iterator[tuple[str, str]]:
+        for index, phrase in enumerate(_shuffled(rng, bank[job.split])):
+            written = _emphasised(index, phrase)
+            yield written, subject(written)
+
+    return build
 
 
 # ----------------------------------------------------------------------------- hard-negative families
@@ -813,12 +817,6 @@ def _benign_red(job: _Job, rng: random.Random) -> Iterator[tuple[str, str]]:
         yield scene, scene
 
 
-def _terse_benign(job: _Job, rng: random.Random) -> Iterator[tuple[str, str]]:
-    for index, phrase in enumerate(_shuffled(rng, _TERSE_BENIGN[job.split])):
-        written = _emphasised(index, phrase)
-        yield written, written
-
-
 def _harmless_lookalike(job: _Job, rng: random.Random) -> Iterator[tuple[str, str]]:
     yield from _shuffled(rng, _HARMLESS_LOOKALIKES[job.split])
 
@@ -852,7 +850,7 @@ _UNSAFE_ATTACKS: dict[str, _Builder] = {
     "with_context": _with_context,
     "misspelling": _unsafe_spelling(_misspell),
     "euphemism": _euphemism,
-    "terse": _terse,
+    "terse": _whole_prompts(_TERSE_UNSAFE, _violent_words),
 }
 _NAME_NEGATIVES: dict[str, _Builder] = {
     "other_name": _other_name,
@@ -864,7 +862,7 @@ _NAME_NEGATIVES: dict[str, _Builder] = {
 }
 _UNSAFE_NEGATIVES: dict[str, _Builder] = {
     "benign_red": _benign_red,
-    "terse_benign": _terse_benign,
+    "terse_benign": _whole_prompts(_TERSE_BENIGN, str),
     "lookalike": _harmless_lookalike,
     "context_only": _context_only,
 }
