@@ -16,7 +16,7 @@ from pathlib import Path
 
 from itd_cli.common import add_bundle_options, add_json_option, add_runtime_options, bundle_for_config, bundle_from_args, emit, report_truncation
 from itd_core.atomic import file_lock
-from itd_core.defaults import DEFAULT_TOP_N, GUIDANCE, LEARNING_RATE, STEPS
+from itd_core.defaults import DEFAULT_SPECIFIC_MAX_RETAIN, DEFAULT_TOP_N, GUIDANCE, LEARNING_RATE, STEPS
 from itd_core.errors import ItdError
 
 # --------------------------------------------------------------------------- sae
@@ -86,7 +86,7 @@ def cmd_concept_select(args) -> None:
 
 
 def _concept_select(args) -> None:
-    from itd_core.concept import RECOMMENDED_MIN_SHARE, RECOMMENDED_RETAIN_MARGIN, select_concept
+    from itd_core.concept import RECOMMENDED_MIN_SHARE, RECOMMENDED_RETAIN_MARGIN, RECOMMENDED_SPECIFIC_SHARE, select_concept
     from itd_core.erasure_config import ConceptEntry, ErasureConfig, FeatureEntry
     from itd_core.prompts import expand_templates, read_prompt_files, read_prompts
 
@@ -107,9 +107,10 @@ def _concept_select(args) -> None:
     paper = not phrasings
     margin = args.retain_margin if args.retain_margin is not None else (None if paper else RECOMMENDED_RETAIN_MARGIN)
     min_share = args.min_share if args.min_share is not None else (0.0 if paper else RECOMMENDED_MIN_SHARE)
+    specific_share = args.specific_share if args.specific_share is not None else (0.0 if paper else RECOMMENDED_SPECIFIC_SHARE)
     selection = select_concept(bundle.adapter, bundle.sae, args.concept, config.selection_prompts(prompts + generated, args.concept),
-                               retain + hard_negatives, top_n=args.top_n,
-                               retain_margin=margin, min_share=min_share)
+                               retain + hard_negatives, top_n=args.top_n, retain_margin=margin, min_share=min_share,
+                               specific_share=specific_share, specific_max_retain=args.specific_max_retain)
     if not selection.features:
         raise ItdError(f"no features left for {args.concept!r}: every top-{args.top_n} feature of its prompts also ranks in the top-{args.top_n} of a retain prompt; "
                        "try a larger --top-n or a retain set without the concept")
@@ -464,6 +465,9 @@ def build_parser() -> argparse.ArgumentParser:
     select.add_argument("--retain-margin", type=float, help="drop a feature only when the retain share is at least this times the concept share "
                                                             "(default: 0.25 with phrasings; else none, the paper's rule)")
     select.add_argument("--min-share", type=float, help="keep features in the top-N of at least this share of the concept prompts (default: 0.2 with phrasings, else 0)")
+    select.add_argument("--specific-share", type=float, help="also keep features that fire on at least this share of the concept prompts and on at most "
+                                                             "--specific-max-retain of the retain prompts (default: 0.15 with phrasings, else 0: off)")
+    select.add_argument("--specific-max-retain", type=float, default=DEFAULT_SPECIFIC_MAX_RETAIN, help=f"see --specific-share (default: {DEFAULT_SPECIFIC_MAX_RETAIN})")
     select.add_argument("-o", "--output", required=True, help="erasure config to create or add the concept to")
     add_json_option(select)
     select.set_defaults(handler=cmd_concept_select)

@@ -12,6 +12,11 @@ prompts that do. The paper's rule drops a concept's key feature as soon as one r
 (another name with a common word piece); the margin keeps it unless the retain side uses it comparably.
 ``min_share`` (not the paper's; 0 is its union) keeps only features in the top-N of at least that share of
 the concept's prompts: with many generated phrasings, the union would also take each phrasing's own words.
+``specific_share`` (not the paper's; 0 is off) adds the features specific to the concept: those that fire at all on at
+least that share of the concept's prompts and on at most ``specific_max_retain`` of the retain prompts, whatever
+their top-N rank. A concept of many words (unsafe content: gore, a lynching, a serial killer) has features that
+each of its words fires below the top-N of a prompt, so neither the union nor ``min_share`` sees them; the retain
+side's fire rate, with generated hard negatives in the same phrasings, keeps each phrasing's own words out.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import torch
 from pydantic import BaseModel, Field
 
 from itd_core.deactivation import ConceptFeatures
-from itd_core.defaults import DEFAULT_TOP_N, PAPER_STRENGTH
+from itd_core.defaults import DEFAULT_SPECIFIC_MAX_RETAIN, DEFAULT_TOP_N, PAPER_STRENGTH
 from itd_core.encoders import TextEncoderAdapter
 from itd_core.errors import ItdError
 from itd_core.prompts import prompts_hash
@@ -34,6 +39,7 @@ from itd_core.sae import TopKSAE
 # The recommended selection (measured on ShapesWorld, README "Red-team benchmark"); the paper's is None / 0.
 RECOMMENDED_RETAIN_MARGIN = 0.25
 RECOMMENDED_MIN_SHARE = 0.2
+RECOMMENDED_SPECIFIC_SHARE = 0.15
 
 
 @torch.no_grad()
@@ -154,10 +160,13 @@ def select_concept(
     top_n: int = DEFAULT_TOP_N,
     retain_margin: float | None = None,
     min_share: float = 0.0,
+    specific_share: float = 0.0,
+    specific_max_retain: float = DEFAULT_SPECIFIC_MAX_RETAIN,
     batch_size: int = 32,
 ) -> ConceptSelection:
     """The ItD feature set of a concept, ranked, with evidence for each feature.
-    ``retain_margin=None`` is the paper's subtraction (see the module docstring for the margin)."""
+    ``retain_margin=None``, ``min_share=0`` and ``specific_share=0`` are the paper's selection (see the module
+    docstring for the others)."""
     prompts = [p for p in prompts]
     if not prompts or not any(p.strip() for p in prompts):
         raise ItdError(f"concept {name!r} has no prompts")
@@ -167,6 +176,8 @@ def select_concept(
         raise ItdError(f"retain margin must be a finite number >= 0, got {retain_margin}")
     if not 0.0 <= min_share <= 1.0:
         raise ItdError(f"min_share must be in [0, 1], got {min_share}")
+    if not (0.0 <= specific_share <= 1.0 and 0.0 <= specific_max_retain <= 1.0):
+        raise ItdError(f"specific_share and specific_max_retain must be in [0, 1], got {specific_share} and {specific_max_retain}")
     if not isinstance(retain, PromptProfile):
         retain = PromptProfile.build(adapter, sae, retain, top_n, batch_size)
     elif retain.top_n != top_n:
@@ -177,6 +188,13 @@ def select_concept(
     candidates = (hits > 0) & (hits >= min_share * len(prompts))
     removed = candidates & retain.dropped(hits, len(prompts), retain_margin)
     selected = candidates & ~removed
+    if specific_share > 0:
+        concept_fire_share = (peaks > 0).float().mean(0)
+        retain_fire_share = retain.fire_counts.to(peaks.device).float() / retain.n_prompts
+        specific = (concept_fire_share >= specific_share) & (retain_fire_share <= specific_max_retain)
+        candidates |= specific
+        removed &= ~specific
+        selected |= specific
     ids = selected.nonzero().flatten()
     mean_peak = peaks.mean(0)
     order = sorted(ids.tolist(), key=lambda f: (-int(hits[f]), -float(mean_peak[f]), f))

@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from itd_core.calibration import RECOMMENDED_TARGET_FPR
-from itd_core.concept import RECOMMENDED_MIN_SHARE, RECOMMENDED_RETAIN_MARGIN
+from itd_core.concept import RECOMMENDED_MIN_SHARE, RECOMMENDED_RETAIN_MARGIN, RECOMMENDED_SPECIFIC_SHARE
 from itd_core.defaults import DEFAULT_TOP_N, GUIDANCE, STEPS
 from shapesworld import world
 
@@ -311,13 +311,14 @@ def general_retain_prompts() -> list[str]:
 
 def build_config(bundle, erased: Sequence[str], method: str = "recommended", *, top_n: int = DEFAULT_TOP_N, strength: float | None = None,
                  retain_margin: float | None = RECOMMENDED_RETAIN_MARGIN, min_share: float = RECOMMENDED_MIN_SHARE,
+                 specific_share: float = RECOMMENDED_SPECIFIC_SHARE,
                  phrasings_per_family: int = 4, target_fpr: float = RECOMMENDED_TARGET_FPR, seed: int = 0):
     """An erasure config for world concepts.
 
     ``method="paper"``: features from the known templates minus the retain set (paper's subtraction), the paper's
     threshold rule, the paper's hook. ``"recommended"``: features from the known templates plus generated phrasings
-    (calibration split), retain set plus generated hard negatives, ``retain_margin``, thresholds for ``target_fpr``
-    on the retain set and, separately, on the hard negatives (:func:`itd_core.calibration.threshold_for`), and the recommended hook settings.
+    (calibration split), retain set plus generated hard negatives, ``retain_margin``, ``min_share``, ``specific_share``,
+    thresholds for ``target_fpr`` on the retain set and, separately, on the hard negatives (:func:`itd_core.calibration.threshold_for`), and the recommended hook settings.
     ``strength`` None: the config's default for each concept's kind (:meth:`~itd_core.erasure_config.ErasureConfig.default_strength`).
     """
     from itd_core.concept import PromptProfile, select_concept
@@ -332,7 +333,7 @@ def build_config(bundle, erased: Sequence[str], method: str = "recommended", *, 
     for name in names:
         prompts = known_prompts(name) + (phrasings[name][0] if phrasings else [])
         selection = select_concept(bundle.adapter, bundle.sae, name, config.selection_prompts(prompts, name), profile, top_n=top_n,
-                                   **({} if method == "paper" else {"retain_margin": retain_margin, "min_share": min_share}))
+                                   **({} if method == "paper" else {"retain_margin": retain_margin, "min_share": min_share, "specific_share": specific_share}))
         config.upsert(ConceptEntry(name=name, kind=concept_kind(name), prompts=known_prompts(name),
                                    features=[FeatureEntry(id=f, strength=strength if strength is not None else config.default_strength(concept_kind(name)))
                                              for f in selection.feature_ids]))

@@ -76,3 +76,25 @@ def test_min_share_keeps_features_common_to_the_concept_prompts(tiny_bundle):
         select_concept(tiny_bundle.adapter, tiny_bundle.sae, "Tom Cruise", TARGET, RETAIN, min_share=1.5)
     with pytest.raises(ItdError, match="retain margin"):
         select_concept(tiny_bundle.adapter, tiny_bundle.sae, "Tom Cruise", TARGET, RETAIN, retain_margin=float("nan"))
+
+
+def _fire_sets(bundle, prompts):
+    """Per prompt: the latents that fire at some position but BOS (brute force, dense)."""
+    return [set((bundle.sae.encode_dense(bundle.adapter.capture([p])[0, 1:]) > 0).any(0).nonzero().flatten().tolist()) for p in prompts]
+
+
+def test_specific_share_adds_features_the_concept_fires_and_the_retain_side_does_not(tiny_bundle):
+    top_n = 4  # a small top-N: the concept's prompts fire features that rank below it
+    plain = select_concept(tiny_bundle.adapter, tiny_bundle.sae, "Tom Cruise", TARGET, RETAIN, top_n=top_n)
+    specific = select_concept(tiny_bundle.adapter, tiny_bundle.sae, "Tom Cruise", TARGET, RETAIN, top_n=top_n, specific_share=0.6, specific_max_retain=0.0)
+    concept_fires, retain_fires = _fire_sets(tiny_bundle, TARGET), set().union(*_fire_sets(tiny_bundle, RETAIN))
+    expected_specific = {f for f in set().union(*concept_fires) if sum(f in s for s in concept_fires) >= 0.6 * len(TARGET)} - retain_fires
+    assert expected_specific - set(plain.feature_ids), "some specific feature ranks below the top-N"
+    assert set(specific.feature_ids) == set(plain.feature_ids) | expected_specific
+    for feature in specific.features:
+        if feature.id in expected_specific:
+            assert feature.retain_fire_rate == 0.0 and feature.mean_activation > 0
+    off = select_concept(tiny_bundle.adapter, tiny_bundle.sae, "Tom Cruise", TARGET, RETAIN, top_n=top_n, specific_share=0.0)
+    assert off.feature_ids == plain.feature_ids, "specific_share=0 is the paper's selection"
+    with pytest.raises(ItdError, match="specific_share"):
+        select_concept(tiny_bundle.adapter, tiny_bundle.sae, "Tom Cruise", TARGET, RETAIN, specific_share=1.5)
