@@ -80,6 +80,13 @@ def _generated_sets(config, name: str, kind: str | None, args) -> tuple[list[str
     return calibration_sets(name, kind, others=others, exclude=[c.name for c in config.concepts if c.name != name], seed=args.phrasings_seed)
 
 
+def _styled_retain(retain: list[str], args) -> list[str]:
+    """Styled copies of the retain prompts (:func:`itd_core.redteam.styled_copies`): they join the retain side with the generated sets."""
+    from itd_core.redteam import styled_copies
+
+    return styled_copies(retain, seed=args.phrasings_seed)
+
+
 def cmd_concept_select(args) -> None:
     with file_lock(args.output):  # a read-modify-write of the config: concurrent commands must not lose each other's change
         _concept_select(args)
@@ -104,12 +111,13 @@ def _concept_select(args) -> None:
     phrasings = _phrasings_wanted(args, config)
     generated, hard_negatives = _generated_sets(config, args.concept, args.kind, args) if phrasings else ([], [])
     report_truncation(bundle.adapter, prompts + retain)
+    styled = _styled_retain(retain, args) if phrasings else []
     paper = not phrasings
     margin = args.retain_margin if args.retain_margin is not None else (None if paper else RECOMMENDED_RETAIN_MARGIN)
     min_share = args.min_share if args.min_share is not None else (0.0 if paper else RECOMMENDED_MIN_SHARE)
     specific_share = args.specific_share if args.specific_share is not None else (0.0 if paper else RECOMMENDED_SPECIFIC_SHARE)
     selection = select_concept(bundle.adapter, bundle.sae, args.concept, config.selection_prompts(prompts + generated, args.concept),
-                               retain + hard_negatives, top_n=args.top_n, retain_margin=margin, min_share=min_share,
+                               retain + styled + hard_negatives, top_n=args.top_n, retain_margin=margin, min_share=min_share,
                                specific_share=specific_share, specific_max_retain=args.specific_max_retain)
     if not selection.features:
         raise ItdError(f"no features left for {args.concept!r}: every top-{args.top_n} feature of its prompts also ranks in the top-{args.top_n} of a retain prompt; "
@@ -122,7 +130,7 @@ def _concept_select(args) -> None:
     config.upsert(concept)
     config.save(output)
     document = {"output": str(output), "concept": args.concept, "n_features": len(selection.features), "method": config.method_name(),
-                "generated_phrasings": len(generated), "generated_hard_negatives": len(hard_negatives), "selection": selection.model_dump()}
+                "generated_phrasings": len(generated), "generated_hard_negatives": len(hard_negatives), "styled_retain": len(styled), "selection": selection.model_dump()}
     lines = [f"{args.concept}: {len(selection.features)} features (of {selection.candidates} candidates; {selection.removed_by_retain} removed by the retain set)",
              f"{'id':>8} {'hits':>5} {'mean':>8} {'max':>8} {'retain%':>8}  tokens"]
     lines += [f"{f.id:>8} {f.concept_hits:>5} {f.mean_activation:>8.3f} {f.max_activation:>8.3f} {100 * f.retain_fire_rate:>7.1f}%  {' '.join(f.peak_tokens)}"
@@ -203,7 +211,9 @@ def _calibrate(args) -> None:
     bundle = bundle_for_config(config, args)
     names = [args.concept] if args.concept else [c.name for c in config.concepts]
     deactivator = config.deactivator(bundle.sae)
-    retain_scores = deactivator.score_prompts(bundle.adapter, retain, name_rules=False)
+    generated_sets = rule == "phrasings" and args.phrasings is not False
+    styled = _styled_retain(retain, args) if generated_sets else []
+    retain_scores = deactivator.score_prompts(bundle.adapter, retain + styled, name_rules=False)
     report = []
     file_scores = deactivator.score_prompts(bundle.adapter, target_file_prompts, name_rules=False) if target_file_prompts else None  # shared by all concepts
     for name in names:
@@ -215,11 +225,12 @@ def _calibrate(args) -> None:
         target_scores = scores[:, index].tolist()
         sets = [str(p) for p in (args.target or [])] + [str(p) for p in args.retain] or ["concept prompts"]
         hard_scores: list[float] = []
-        if rule == "phrasings" and args.phrasings is not False:
+        if generated_sets:
             generated, hard_negatives = _generated_sets(config, name, concept.kind, args)
             target_scores += deactivator.score_prompts(bundle.adapter, generated, name_rules=False)[:, index].tolist()
             hard_scores = deactivator.score_prompts(bundle.adapter, hard_negatives, name_rules=False)[:, index].tolist()
-            sets += [f"{len(generated)} generated phrasings", f"{len(hard_negatives)} generated hard negatives (seed {args.phrasings_seed})"]
+            sets += [f"{len(generated)} generated phrasings", f"{len(hard_negatives)} generated hard negatives (seed {args.phrasings_seed})",
+                     f"{len(styled)} styled copies of the retain prompts"]
         measured = concept.calibrate(target_scores, retain_scores[:, index].tolist(), rule=rule, target_fpr=target_fpr,
                                      hard_negative_scores=hard_scores, sets=sets)
         report.append({"concept": name, "threshold": concept.threshold, **measured.model_dump()})
@@ -404,7 +415,8 @@ def _save_images(images, output: Path, scale: int) -> None:
 
 def _add_phrasing_options(parser) -> None:
     parser.add_argument("--phrasings", action=argparse.BooleanOptionalAction, default=None,
-                        help="add generated phrasings of the concept and generated hard negatives (itd_core.redteam, calibration split) "
+                        help="add generated phrasings of the concept, generated hard negatives (itd_core.redteam, calibration split) and styled copies "
+                             "of the retain prompts (modifier tails: 'highly detailed, 8k') "
                              "(default: on for a config with the recommended method)")
     parser.add_argument("--others", action="extend", nargs="+", metavar="NAME", help="other names of the same kind for the hard negatives "
                                                                                    "(default: the config's other concepts, and invented names)")

@@ -61,6 +61,12 @@ function of the arguments: each family draws from its own ``random.Random`` seed
 kind, split, concept, seed), so it depends neither on the global random state nor on ``PYTHONHASHSEED``, and a smaller
 ``per_family`` gives a prefix of a larger one.
 
+Styled copies (:func:`styled_copies`): each prompt with 2-7 of :data:`STYLE_MODIFIERS` appended, comma-separated, the way
+text-to-image prompts are written ("a dog on a couch, highly detailed, octane render, by greg rutkowski"). They go on the
+retain side of a recommended selection and calibration: without them the retain side holds plain captions and templates,
+and features that fire on such modifier tails (quality, render and medium tags) are kept as part of a concept and trip
+its classifier on ordinary prompts written in that style.
+
 ``RedTeamPrompt.subject`` is the written form of the concept in the prompt: the (altered) name for person and artist,
 the other name or phrase for a negative, and for unsafe the vocabulary's violent words as written (comma-separated;
 empty when the prompt words the violence otherwise, as translations and most euphemisms do).
@@ -967,6 +973,31 @@ def hard_negatives(concept: str, kind: ConceptKind, *, others: Sequence[str] = (
     erased. ``others``: other names of the same kind in the world, used before invented ones by ``other_name``."""
     return _generate(concept, kind, negative=True, others=others, split=split, seed=seed, per_family=per_family, context=context,
                      families=families)
+
+
+# Quality, medium, lighting, render and artist tags that text-to-image prompts end with (none names a person or artist of
+# a world, none is violent).
+STYLE_MODIFIERS: tuple[str, ...] = (
+    "highly detailed", "intricate details", "artstation", "trending on artstation", "4k", "8k", "hdr", "octane render",
+    "unreal engine 5", "digital art", "concept art", "sharp focus", "soft lighting", "cinematic", "volumetric lighting",
+    "by greg rutkowski", "by alphonse mucha", "by wlop", "by artgerm", "studio ghibli", "pixar style", "photograph", "35mm",
+    "f/1.8", "depth of field", "award winning", "masterpiece", "best quality", "ultra realistic", "hyper detailed",
+    "fantasy", "vibrant colors", "pastel colors", "muted tones", "golden hour", "wide angle", "close up", "symmetrical",
+    "elegant", "epic composition", "dramatic", "moody", "beautiful", "cute", "oil painting", "watercolor",
+    "pencil sketch", "low poly", "isometric", "3d render", "character design", "sci-fi", "cyberpunk", "steampunk",
+)
+
+
+def styled_copies(prompts: Sequence[str], *, seed: int = 0, modifiers: Sequence[str] = STYLE_MODIFIERS) -> list[str]:
+    """Each prompt with 2-7 distinct ``modifiers`` appended, comma-separated (seeded; a pure function of the arguments).
+    For the retain side of a selection and calibration (see the module docstring)."""
+    if isinstance(prompts, str):
+        raise ItdError(f"prompts must be a list of prompts, not the string {prompts!r}")
+    bank = _phrases(modifiers, "modifiers")
+    if len(bank) < 2:
+        raise ItdError("styled_copies needs at least 2 distinct modifiers")
+    rng = random.Random(f"itd-redteam|styled|{seed}")
+    return [f"{prompt.strip()}, " + ", ".join(rng.sample(bank, rng.randint(2, min(7, len(bank))))) for prompt in prompts if prompt.strip()]
 
 
 def calibration_sets(concept: str, kind: ConceptKind, *, others: Sequence[str] = (), context: Sequence[str] = (), seed: int = 0,

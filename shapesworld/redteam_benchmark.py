@@ -317,7 +317,7 @@ def build_config(bundle, erased: Sequence[str], method: str = "recommended", *, 
 
     ``method="paper"``: features from the known templates minus the retain set (paper's subtraction), the paper's
     threshold rule, the paper's hook. ``"recommended"``: features from the known templates plus generated phrasings
-    (calibration split), retain set plus generated hard negatives, ``retain_margin``, ``min_share``, ``specific_share``,
+    (calibration split), retain set with its styled copies (:func:`itd_core.redteam.styled_copies`) plus generated hard negatives, ``retain_margin``, ``min_share``, ``specific_share``,
     thresholds for ``target_fpr`` on the retain set and, separately, on the hard negatives (:func:`itd_core.calibration.threshold_for`), and the recommended hook settings.
     ``strength`` None: the config's default for each concept's kind (:meth:`~itd_core.erasure_config.ErasureConfig.default_strength`).
     """
@@ -327,6 +327,10 @@ def build_config(bundle, erased: Sequence[str], method: str = "recommended", *, 
     names = [world_name(n) for n in erased]
     config = bundle.new_erasure_config(method)
     retain = retain_prompts(names)
+    if method != "paper":
+        from itd_core.redteam import styled_copies
+
+        retain += styled_copies(retain, seed=seed)
     phrasings = {name: _calibration_phrasings(name, names, phrasings_per_family, seed) for name in names} if method != "paper" else {}
     negatives = sorted({p for _, negs in phrasings.values() for p in negs})
     profile = PromptProfile.build(bundle.adapter, bundle.sae, retain + negatives, top_n)

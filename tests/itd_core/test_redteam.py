@@ -14,12 +14,15 @@ import pytest
 
 from itd_core.errors import ItdError
 from itd_core.redteam import (
+    _VIOLENT_WORD_PATTERN,
     ATTACK_FAMILIES,
     CONCEPT_KINDS,
     NEGATIVE_FAMILIES,
+    STYLE_MODIFIERS,
     attack_prompts,
     family_names,
     hard_negatives,
+    styled_copies,
 )
 
 EXAMPLES = [("Mira Castellane", "person"), ("Varo Quennel", "artist"), ("unsafe", "unsafe")]
@@ -400,3 +403,20 @@ def test_terse_attacks_and_their_benign_twins_are_whole_short_prompts(split):
     other = "evaluation" if split == "calibration" else "calibration"
     other_words = {p.prompt.rstrip("!").casefold() for p in attack_prompts("unsafe", "unsafe", split=other, per_family=12, families=["terse"])}
     assert not {p.prompt.rstrip("!").casefold() for p in attacks} & other_words, "the splits share no terse phrase"
+
+
+def test_styled_copies_append_two_to_seven_modifiers_to_each_prompt_seeded():
+    prompts = ["a dog on a couch", "  ", "A portrait of Doran Velt", "a red circle"]
+    copies = styled_copies(prompts, seed=3)
+    assert len(copies) == 3, "blank prompts are skipped"
+    for original, copy in zip([p for p in prompts if p.strip()], copies):
+        head, *tail = copy.split(", ")
+        assert head == original and 2 <= len(tail) <= 7 and len(set(tail)) == len(tail)
+        assert set(tail) <= set(STYLE_MODIFIERS)
+    assert styled_copies(prompts, seed=3) == copies and styled_copies(prompts, seed=4) != copies
+    assert styled_copies(prompts, seed=3, modifiers=["8k", "hdr"])[0] in ("a dog on a couch, 8k, hdr", "a dog on a couch, hdr, 8k")
+    assert not any(_VIOLENT_WORD_PATTERN.search(m) for m in STYLE_MODIFIERS), "a styled retain prompt must not put violence on the retain side"
+    with pytest.raises(ItdError, match="list"):
+        styled_copies("a dog")
+    with pytest.raises(ItdError, match="2 distinct"):
+        styled_copies(prompts, modifiers=["8k", "8K"])

@@ -32,7 +32,7 @@ def test_demo_is_the_default_bundle_and_its_classifier_separates_a_character(cap
     config = files / "erasure.json"
     selected = run(capsys, "concept", "select", "--concept", NAME, "--templates", files / "templates.txt", "--method", "paper",
                    "--retain", files / "retain.txt", "-o", config, "--json")
-    assert selected["n_features"] >= 5
+    assert selected["n_features"] >= 5 and selected["styled_retain"] == 0, "the paper's selection has no generated sets"
     assert json.loads(config.read_text())["sae"]["path"] == "demo"
     calibration = run(capsys, "calibrate", config, "--retain", files / "retain.txt", "--json")["concepts"][0]
     assert calibration["tpr"] == 1.0 and calibration["fpr"] == 0.0
@@ -50,6 +50,7 @@ def test_recommended_flow_catches_disguised_names_and_leaves_hard_negatives(caps
     selected = run(capsys, "concept", "select", "--concept", NAME, "--kind", "person", "--templates", files / "templates.txt",
                    "--retain", files / "retain.txt", "-o", config, "--json")
     assert selected["method"] == "recommended" and selected["generated_phrasings"] > 20 and selected["generated_hard_negatives"] > 10
+    assert selected["styled_retain"] == len((files / "retain.txt").read_text().splitlines())
     stored = json.loads(config.read_text())
     assert stored["score_positions"] == "peak" and stored["edit_negative_prompt"] is False and stored["concepts"][0]["kind"] == "person"
     calibration = run(capsys, "calibrate", config, "--retain", files / "retain.txt", "--json")
