@@ -19,9 +19,11 @@ from app_support.prompt_sets import (
     retain_without,
 )
 from itd_core.errors import ItdError
+from itd_core.redteam import styled_copies
 from views import common
 
 K_SCORES = "itd.calib.scores"
+STYLED_RETAIN = "Styled copies of the retain prompts"
 RULES = {"paper": "Paper: 0.99 x lowest target score", "fpr": "False-positive rate on the retain set",
          "phrasings": "Phrasings: false-positive rate on retain + generated hard negatives", "manual": "By hand"}
 POSITIONS = {"all": "every padded position (the paper's)", "prompt": "the prompt's own tokens",
@@ -72,12 +74,16 @@ with r_col:
     use_negatives = common.keep("itd.calib.gen_negatives", st.checkbox(
         generated_negatives_name(concept_name), key=common.remember("itd.calib.gen_negatives", False),
         help="generated look-alikes that must pass untouched (other names, shared first names, ...), scored as their own group"))
+    use_styled = common.keep("itd.calib.styled_retain", st.checkbox(
+        STYLED_RETAIN, key=common.remember("itd.calib.styled_retain", False),
+        help="each retain prompt again with 2-7 modifier tags as SD prompts end ('highly detailed, 8k, concept art'): without them a "
+             "classifier can trip on ordinary prompts written in that style"))
 with g_col:
     st.markdown("**General prompts** (anything else to watch)")
     general_sets = common.keep("itd.calib.general_sets", st.multiselect("Shipped general sets", list(sets), format_func=lambda n: f"{n} ({len(sets[n].prompts):,})", key=common.remember("itd.calib.general_sets", [], sets)))
     general_text = common.keep("itd.calib.general_typed", st.text_area("More general prompts (one per line)", key=common.remember("itd.calib.general_typed", ""), height=68))
 
-generated = None
+generated, rt_seed = None, 0
 if use_phrasings or use_negatives:
     with common.guard():
         k_col, s_col, n_col = st.columns(3)
@@ -97,6 +103,7 @@ if st.button("Score the prompts", type="primary", key="calib.score"):
         negatives = [generated.negatives] if generated and use_negatives else []
         target = combine({s.name: s for s in phrasings}, [s.name for s in phrasings], target_text)
         retain = retain_without(combine(sets, retain_sets, retain_text), target)
+        retain += styled_copies(retain, seed=int(rt_seed)) if use_styled else []
         hard_negatives = combine({s.name: s for s in negatives}, [s.name for s in negatives], "")
         general = combine(sets, general_sets, general_text)
         if not target:
@@ -110,7 +117,7 @@ if st.button("Score the prompts", type="primary", key="calib.score"):
             "key": key, "features": fhash, "names": names,
             "groups": {g: m.tolist() for g, m in matrix.items()},
             "sets": [s.name for s in phrasings] + ((retain_sets + (["typed retain prompts"] if lines(retain_text) else [])) or ["typed retain prompts"])
-                    + [s.name for s in negatives],
+                    + ([STYLED_RETAIN] if use_styled else []) + [s.name for s in negatives],
         }
 
 stored = st.session_state.get(K_SCORES)

@@ -131,6 +131,7 @@ def test_the_calibration_page_offers_the_generated_sets_and_saves_the_phrasings_
     assert not app.main.expander, "nothing generated until asked"
     app.checkbox(key="w.itd.calib.gen_target").check().run()
     app.checkbox(key="w.itd.calib.gen_negatives").check().run()
+    app.checkbox(key="w.itd.calib.styled_retain").check().run()
     assert not problems(app)
     assert app.selectbox(key="w.calib.rt_kind.Tom Cruise").value == "person"
     app.number_input(key="w.itd.calib.rt_per_family").set_value(2).run()
@@ -148,9 +149,10 @@ def test_the_calibration_page_offers_the_generated_sets_and_saves_the_phrasings_
     concept = set_file(app_env).concept("Tom Cruise")
     info = concept.calibration
     assert info.rule == "phrasings" and info.target_fpr == 0.01 and concept.threshold is not None
-    assert info.sets == [made.phrasings.name, "typed retain prompts", made.negatives.name]
+    assert info.sets == [made.phrasings.name, "typed retain prompts", "Styled copies of the retain prompts", made.negatives.name]
     assert info.n_target == len(set(made.phrasings.prompts) | set(concept.prompts))
-    assert info.n_retain == len(set(made.negatives.prompts) | set(RETAIN.splitlines()))
+    retain = RETAIN.splitlines()
+    assert info.n_retain == len(set(made.negatives.prompts) | set(retain) | set(redteam.styled_copies(retain)))
 
 
 # --------------------------------------------------------------------------- preview page, on the demo
