@@ -167,10 +167,12 @@ def redteam_items(name: str, *, split: str = "evaluation", seed: int = 0, per_fa
 
 
 def run_items(bundle, items: Sequence[Item], config=None, *, steps: int = STEPS, guidance: float = GUIDANCE, batch: int = 64,
-              reference: dict | None = None, progress: Callable[[int, int], None] | None = None) -> tuple[list[Judged], dict]:
+              reference: dict | None = None, progress: Callable[[int, int], None] | None = None,
+              edit_strength: float | None = None) -> tuple[list[Judged], dict]:
     """Generate every item x seed (with ``config``'s erasure, or none) and judge it. ``reference``: the no-erasure
-    run's image bytes by (prompt, seed slot), to count bit-identical images. Returns the judged images and this
-    run's image bytes by (prompt, seed slot)."""
+    run's image bytes by (prompt, seed slot), to count bit-identical images; ``edit_strength``: edit at this strength,
+    the decisions staying those of the config's strengths. Returns the judged images and this run's image bytes by
+    (prompt, seed slot)."""
     from itd_core.pipeline import GenerationSettings, apply_erasure, generate_images, remove_erasure
     from shapesworld.detector import detect
     from shapesworld.erasure_benchmark import image_seed
@@ -179,7 +181,7 @@ def run_items(bundle, items: Sequence[Item], config=None, *, steps: int = STEPS,
     settings = GenerationSettings(steps=steps, guidance=guidance)
     pipe = bundle.pipeline
     remove_erasure(pipe)
-    hook = apply_erasure(pipe, config, bundle.sae) if config is not None else None
+    hook = apply_erasure(pipe, config, bundle.sae, edit_strength=edit_strength) if config is not None else None
     images, edited = [], []
     try:
         for start in range(0, len(jobs), batch):
