@@ -227,6 +227,44 @@ class TextEncoderAdapter:
             yield batch, self.capture(batch)
 
 
+
+class CaptureMemo:
+    """A :class:`TextEncoderAdapter` that remembers each prompt's captured activations, for work that scores the
+    same prompts many times (the retain side of one selection after another: ``shapesworld.redteam_benchmark``).
+
+    Every position is padded to ``max_length``, so a prompt's activations do not depend on the batch it was
+    captured in. At most ``max_prompts`` are kept (the oldest go first); everything but ``iter_capture`` is the
+    wrapped adapter's."""
+
+    def __init__(self, adapter: TextEncoderAdapter, max_prompts: int = 5_000):
+        self.adapter = adapter
+        self.max_prompts = max_prompts
+        self._rows: dict[str, torch.Tensor] = {}
+
+    def __getattr__(self, name: str):
+        return getattr(self.adapter, name)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def iter_capture(self, prompts: Sequence[str], batch_size: int = 32) -> Iterator[tuple[TokenizedPrompts, torch.Tensor]]:
+        prompts = list(prompts)
+        wanted = dict.fromkeys(prompts)
+        for prompt in wanted:  # most recently used last
+            if prompt in self._rows:
+                self._rows[prompt] = self._rows.pop(prompt)
+        missing = [p for p in wanted if p not in self._rows]
+        for start in range(0, len(missing), batch_size):
+            chunk = missing[start:start + batch_size]
+            for prompt, row in zip(chunk, self.adapter.capture(chunk)):
+                self._rows[prompt] = row.clone()
+        stale = [p for p in self._rows if p not in wanted]
+        for prompt in stale[:max(0, len(self._rows) - self.max_prompts)]:
+            del self._rows[prompt]
+        for start in range(0, len(prompts), batch_size):
+            chunk = prompts[start:start + batch_size]
+            yield self.adapter.tokenize(chunk), torch.stack([self._rows[p] for p in chunk])
+
 def check_finite(activations: torch.Tensor, prompts: Sequence[str]) -> None:
     bad = (~torch.isfinite(activations)).flatten(1).any(dim=1)
     if bad.any():

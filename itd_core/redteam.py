@@ -989,15 +989,20 @@ STYLE_MODIFIERS: tuple[str, ...] = (
 
 
 def styled_copies(prompts: Sequence[str], *, seed: int = 0, modifiers: Sequence[str] = STYLE_MODIFIERS) -> list[str]:
-    """Each prompt with 2-7 distinct ``modifiers`` appended, comma-separated (seeded; a pure function of the arguments).
-    For the retain side of a selection and calibration (see the module docstring)."""
+    """Each prompt with 2-7 distinct ``modifiers`` appended, comma-separated. For the retain side of a selection and
+    calibration (see the module docstring). Seeded per prompt: a prompt's copy depends only on it, ``seed`` and the
+    bank, not on the other prompts of the list (a retain set without one concept's templates keeps every other copy)."""
     if isinstance(prompts, str):
         raise ItdError(f"prompts must be a list of prompts, not the string {prompts!r}")
     bank = _phrases(modifiers, "modifiers")
     if len(bank) < 2:
         raise ItdError("styled_copies needs at least 2 distinct modifiers")
-    rng = random.Random(f"itd-redteam|styled|{seed}")
-    return [f"{prompt.strip()}, " + ", ".join(rng.sample(bank, rng.randint(2, min(7, len(bank))))) for prompt in prompts if prompt.strip()]
+    copies = []
+    for prompt in prompts:
+        if prompt.strip():
+            rng = random.Random(f"itd-redteam|styled|{seed}|{prompt.strip()}")
+            copies.append(f"{prompt.strip()}, " + ", ".join(rng.sample(bank, rng.randint(2, min(7, len(bank))))))
+    return copies
 
 
 def calibration_sets(concept: str, kind: ConceptKind, *, others: Sequence[str] = (), context: Sequence[str] = (), seed: int = 0,

@@ -28,6 +28,7 @@ import random
 import re
 import sys
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -311,6 +312,19 @@ def general_retain_prompts() -> list[str]:
     return read_prompts(prompt_set("coco_5k"))[:GENERAL_RETAIN]
 
 
+_CAPTURES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _captures(bundle):
+    """The bundle's :class:`~itd_core.encoders.CaptureMemo`: one selection after another scores nearly the same retain
+    prompts (the recommended build of one concept took 62 s, most of it encoding them)."""
+    from itd_core.encoders import CaptureMemo
+
+    if bundle not in _CAPTURES:
+        _CAPTURES[bundle] = CaptureMemo(bundle.adapter, max_prompts=10_000)
+    return _CAPTURES[bundle]
+
+
 def build_config(bundle, erased: Sequence[str], method: str = "recommended", *, top_n: int = DEFAULT_TOP_N, strength: float | None = None,
                  retain_margin: float | None = RECOMMENDED_RETAIN_MARGIN, min_share: float = RECOMMENDED_MIN_SHARE,
                  specific_share: float = RECOMMENDED_SPECIFIC_SHARE,
@@ -327,6 +341,7 @@ def build_config(bundle, erased: Sequence[str], method: str = "recommended", *, 
     from itd_core.erasure_config import ConceptEntry, FeatureEntry
 
     names = [world_name(n) for n in erased]
+    adapter = _captures(bundle)
     config = bundle.new_erasure_config(method)
     retain = retain_prompts(names)
     if method != "paper":
@@ -335,25 +350,25 @@ def build_config(bundle, erased: Sequence[str], method: str = "recommended", *, 
         retain += styled_copies(retain, seed=seed)
     phrasings = {name: _calibration_phrasings(name, names, phrasings_per_family, seed) for name in names} if method != "paper" else {}
     negatives = sorted({p for _, negs in phrasings.values() for p in negs})
-    profile = PromptProfile.build(bundle.adapter, bundle.sae, retain + negatives, top_n)
+    profile = PromptProfile.build(adapter, bundle.sae, retain + negatives, top_n)
     for name in names:
         prompts = known_prompts(name) + (phrasings[name][0] if phrasings else [])
-        selection = select_concept(bundle.adapter, bundle.sae, name, config.selection_prompts(prompts, name), profile, top_n=top_n,
+        selection = select_concept(adapter, bundle.sae, name, config.selection_prompts(prompts, name), profile, top_n=top_n,
                                    **({} if method == "paper" else {"retain_margin": retain_margin, "min_share": min_share, "specific_share": specific_share}))
         config.upsert(ConceptEntry(name=name, kind=concept_kind(name), prompts=known_prompts(name),
                                    features=[FeatureEntry(id=f, strength=strength if strength is not None else config.default_strength(concept_kind(name)))
                                              for f in selection.feature_ids]))
     deactivator = config.deactivator(bundle.sae)
-    retain_scores = deactivator.score_prompts(bundle.adapter, retain, name_rules=False)
+    retain_scores = deactivator.score_prompts(adapter, retain, name_rules=False)
     for index, name in enumerate(names):
         concept = config.concept(name)
         if method == "paper":
-            concept.calibrate(deactivator.score_prompts(bundle.adapter, known_prompts(name), name_rules=False)[:, index].tolist(),
+            concept.calibrate(deactivator.score_prompts(adapter, known_prompts(name), name_rules=False)[:, index].tolist(),
                               retain_scores[:, index].tolist(), rule="paper", sets=["known templates", "retain"])
         else:
             targets, own_negatives = phrasings[name]
-            target_scores = deactivator.score_prompts(bundle.adapter, known_prompts(name) + targets, name_rules=False)[:, index].tolist()
-            hard_scores = deactivator.score_prompts(bundle.adapter, own_negatives, name_rules=False)[:, index].tolist()
+            target_scores = deactivator.score_prompts(adapter, known_prompts(name) + targets, name_rules=False)[:, index].tolist()
+            hard_scores = deactivator.score_prompts(adapter, own_negatives, name_rules=False)[:, index].tolist()
             concept.calibrate(target_scores, retain_scores[:, index].tolist(), rule="phrasings", target_fpr=target_fpr, hard_negative_scores=hard_scores,
                               sets=["known templates + generated phrasings (calibration split)", "retain + generated hard negatives"])
     return config

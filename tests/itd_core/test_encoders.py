@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from itd_core.encoders import TextEncoderAdapter, resolve_layer
+from itd_core.encoders import CaptureMemo, TextEncoderAdapter, resolve_layer
 from itd_core.errors import ItdError
 from tests.tiny_models import build_tiny_clip_text_model
 
@@ -58,6 +58,32 @@ def test_capture_equals_the_layer_output_and_stops_there(adapter):
     batch = adapter.tokenize(prompts)
     full = adapter.text_encoder(input_ids=batch.input_ids, output_hidden_states=True)
     torch.testing.assert_close(captured, full.hidden_states[2])
+
+
+
+def test_capture_memo_returns_the_adapters_activations_and_encodes_each_prompt_once(adapter):
+    memo = CaptureMemo(adapter, max_prompts=3)
+    encoded = []
+    handle = adapter.layer_module.register_forward_hook(lambda module, inputs, output: encoded.append(len(inputs[0])))
+    try:
+        first = list(memo.iter_capture(["a red circle", "Tom Cruise", "a red circle"], batch_size=2))
+        again = list(memo.iter_capture(["Tom Cruise", "a blue square"], batch_size=8))
+    finally:
+        handle.remove()
+    assert encoded == [2, 1], "a repeated or remembered prompt is not encoded again"
+    assert [batch.prompts for batch, _ in first] == [["a red circle", "Tom Cruise"], ["a red circle"]]
+    torch.testing.assert_close(torch.cat([rows for _, rows in first]), adapter.capture(["a red circle", "Tom Cruise", "a red circle"]))
+    torch.testing.assert_close(again[0][1], adapter.capture(["Tom Cruise", "a blue square"]))
+    assert torch.equal(again[0][0].prompt_mask, adapter.tokenize(["Tom Cruise", "a blue square"]).prompt_mask)
+    list(memo.iter_capture(["a green star", "a tree"]))
+    assert len(memo) == 3 and memo.d_model == adapter.d_model, "the least recently used prompt goes first; the rest is the adapter's"
+    encoded.clear()
+    handle = adapter.layer_module.register_forward_hook(lambda module, inputs, output: encoded.append(len(inputs[0])))
+    try:
+        list(memo.iter_capture(["a tree", "a red circle"]))
+    finally:
+        handle.remove()
+    assert encoded == [1], "'a red circle' was the least recently used and was dropped"
 
 
 def test_bf16_weights_are_cast_not_autocast(adapter):

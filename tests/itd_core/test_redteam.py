@@ -414,6 +414,7 @@ def test_styled_copies_append_two_to_seven_modifiers_to_each_prompt_seeded():
         assert head == original and 2 <= len(tail) <= 7 and len(set(tail)) == len(tail)
         assert set(tail) <= set(STYLE_MODIFIERS)
     assert styled_copies(prompts, seed=3) == copies and styled_copies(prompts, seed=4) != copies
+    assert styled_copies(prompts[2:], seed=3) == copies[1:], "a prompt's copy does not depend on the prompts before it"
     assert styled_copies(prompts, seed=3, modifiers=["8k", "hdr"])[0] in ("a dog on a couch, 8k, hdr", "a dog on a couch, hdr, 8k")
     assert not any(_VIOLENT_WORD_PATTERN.search(m) for m in STYLE_MODIFIERS), "a styled retain prompt must not put violence on the retain side"
     with pytest.raises(ItdError, match="list"):
