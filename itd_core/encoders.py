@@ -232,8 +232,8 @@ class CaptureMemo:
     """A :class:`TextEncoderAdapter` that remembers each prompt's captured activations, for work that scores the
     same prompts many times (the retain side of one selection after another: ``shapesworld.redteam_benchmark``).
 
-    Every position is padded to ``max_length``, so a prompt's activations do not depend on the batch it was
-    captured in. At most ``max_prompts`` are kept (the oldest go first); everything but ``iter_capture`` is the
+    Every prompt is padded to ``max_length``, so its activations do not depend on the batch it was captured in
+    (beyond the last bits of a batched matmul's rounding). At most ``max_prompts`` are kept (the oldest go first); everything but ``iter_capture`` is the
     wrapped adapter's."""
 
     def __init__(self, adapter: TextEncoderAdapter, max_prompts: int = 5_000):
