@@ -227,14 +227,13 @@ class TextEncoderAdapter:
             yield batch, self.capture(batch)
 
 
-
 class CaptureMemo:
     """A :class:`TextEncoderAdapter` that remembers each prompt's captured activations, for work that scores the
     same prompts many times (the retain side of one selection after another: ``shapesworld.redteam_benchmark``).
 
     Every prompt is padded to ``max_length``, so its activations do not depend on the batch it was captured in
-    (beyond the last bits of a batched matmul's rounding). At most ``max_prompts`` are kept (the oldest go first); everything but ``iter_capture`` is the
-    wrapped adapter's."""
+    (beyond the last bits of a batched matmul's rounding). At most ``max_prompts`` are kept (the least recently used
+    go first); everything but ``iter_capture`` is the wrapped adapter's."""
 
     def __init__(self, adapter: TextEncoderAdapter, max_prompts: int = 5_000):
         self.adapter = adapter
@@ -264,6 +263,7 @@ class CaptureMemo:
         for start in range(0, len(prompts), batch_size):
             chunk = prompts[start:start + batch_size]
             yield self.adapter.tokenize(chunk), torch.stack([self._rows[p] for p in chunk])
+
 
 def check_finite(activations: torch.Tensor, prompts: Sequence[str]) -> None:
     bad = (~torch.isfinite(activations)).flatten(1).any(dim=1)
