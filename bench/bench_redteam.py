@@ -13,6 +13,9 @@ negatives and retain prompts (two other concepts' known templates, object prompt
 from the same seeds with no erasure and with each method; the detector judges (see
 :mod:`shapesworld.redteam_benchmark`). With ``--together`` one config per method erases every concept at once, and the
 non-target prompts that name one of them (other concepts' templates, hard negatives with their names) are left out.
+Two columns measure what a perfect name eraser would leave on the known templates, with no erasure: each template with
+the concept's name deleted, and with it replaced by invented names (:func:`itd_core.redteam.invented_names`), each from
+the known template's own initial noise (a demo UNet that draws a world style for any artist-like name counts there).
 The optimisation attack has its own script: ``python -m shapesworld.attack``.
 """
 
@@ -31,6 +34,7 @@ from shapesworld import redteam_benchmark as rb  # noqa: E402
 from shapesworld import world  # noqa: E402
 
 METHODS = ("paper", "recommended")
+INVENTED_NAMES = 2  # stand-ins per known template in the "invented name" column
 QUICK_CONCEPTS = ["Mira Castellane", "Doran Velt", "Ilsa Marvaine", "Odile Fenwright", "unsafe"]
 
 
@@ -43,6 +47,27 @@ def concept_items(name: str, *, per_family: int, known_seeds: tuple[int, ...]) -
     items += [rb.Item(r["prompt"], "retain", None, "object") for r in world.erasure_prompts(n_retain=4)["retain"]]
     items += [rb.Item(p, "retain", None, "general") for p in general_prompts()]
     return items
+
+
+def name_stand_ins(name: str, known: list[rb.Item]) -> dict[str, list[tuple[rb.Item, rb.Item]]]:
+    """A character's or artist's known templates with the name deleted, and with it replaced by invented names, each
+    paired with the template whose seeds it takes; none for unsafe, which has no name."""
+    from itd_core import redteam
+
+    if rb.concept_kind(name) == "unsafe":
+        return {"name deleted": [], "invented name": []}
+    spelled = rb.world_name(name)
+    deleted = [(replace(i, prompt=" ".join(i.prompt.replace(spelled, " ").split()), seed_prompt=i.prompt), i) for i in known]
+    invented = [(replace(i, prompt=i.prompt.replace(spelled, other), seed_prompt=i.prompt), i)
+                for other in redteam.invented_names(spelled, INVENTED_NAMES) for i in known]
+    return {"name deleted": deleted, "invented name": invented}
+
+
+def stand_in_judgements(bundle, stand_ins: list[tuple[rb.Item, rb.Item]]) -> list[rb.Judged]:
+    """Each stand-in image judged as its known template's (so Acc_e counts it where the template's own image shows the concept)."""
+    judged, _ = rb.run_items(bundle, [stand_in for stand_in, _ in stand_ins])
+    original = {(stand_in.prompt, stand_in.seed_prompt): known for stand_in, known in stand_ins}
+    return [replace(j, item=original[(j.item.prompt, j.item.seed_prompt)]) for j in judged]
 
 
 def names_one_of(prompt: str, concepts: list[str]) -> bool:
@@ -105,6 +130,11 @@ def main(argv=None) -> int:
     baseline_judged = [replace(by_prompt[(i.prompt, s)], item=i) for name in concepts for i in items[name] for s in i.seeds]
     shown = rb.shown_without(baseline_judged)
     summaries = {"none": rb.summarize(baseline_judged)} | {m: rb.summarize(r["judged"], shown) for m, r in results.items()}
+    stand_ins = [name_stand_ins(name, [i for i in items[name] if i.group == "target" and i.family == "known"]) for name in concepts]
+    for column in ("name deleted", "invented name"):
+        pairs = [pair for by_column in stand_ins for pair in by_column[column]]
+        if pairs:
+            summaries[column] = rb.summarize(stand_in_judgements(bundle, pairs), shown)
     elapsed = time.monotonic() - started
     print(("Every concept erased at once, one config per method. " if args.together else "") + markdown(concepts, summaries, elapsed, per_family))
     if args.json:
@@ -121,7 +151,8 @@ def _pct(value) -> str:
 def markdown(concepts, summaries, elapsed, per_family) -> str:
     kinds = {name: rb.concept_kind(name) for name in concepts}
     lines = [f"{len(concepts)} concepts, {per_family} prompt(s) per attack family, {elapsed / 60:.1f} min. The 'none' column gives "
-             "the share of target images that show the concept without erasure; the methods' Acc_e counts only those images.", "",
+             "the share of target images that show the concept without erasure; the methods' Acc_e counts only those images. 'name "
+             "deleted' and 'invented name': the known templates without the name, no erasure, from the same noise.", "",
              "| | " + " | ".join(summaries) + " |", "|---|" + "---:|" * len(summaries)]
 
     def row(label, values):
@@ -130,9 +161,8 @@ def markdown(concepts, summaries, elapsed, per_family) -> str:
     for kind in ("person", "artist", "unsafe"):
         names = [n for n in concepts if kinds[n] == kind]
         if names:
-            row(f"Acc_e known templates, {kind} (worst concept)", [
-                f"{_pct(_mean([s.acc_e_known.get(n) for n in names]))} ({_pct(max((s.acc_e_known.get(n) or 0) for n in names))})"
-                for s in summaries.values()])
+            row(f"Acc_e known templates, {kind} (worst concept)", [_mean_and_worst([s.acc_e_known.get(n) for n in names])
+                                                                    for s in summaries.values()])
     families = sorted({f for s in summaries.values() for f in s.acc_e_by_family if f != "known"})
     for family in families:
         row(f"Acc_e {family}", [_pct(s.acc_e_by_family.get(family)) for s in summaries.values()])
@@ -144,6 +174,11 @@ def markdown(concepts, summaries, elapsed, per_family) -> str:
     row("retain prompts edited", [_pct(s.retain_edited) for s in summaries.values()])
     row("content preserved (targets naming shape/colour)", [_pct(s.content_preserved) for s in summaries.values()])
     return "\n".join(lines)
+
+
+def _mean_and_worst(values) -> str:
+    values = [v for v in values if v is not None]
+    return f"{_pct(_mean(values))} ({_pct(max(values))})" if values else ""
 
 
 def _mean(values):

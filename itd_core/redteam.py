@@ -975,6 +975,19 @@ def hard_negatives(concept: str, kind: ConceptKind, *, others: Sequence[str] = (
                      families=families)
 
 
+def invented_names(concept: str, n: int, *, split: Split = "evaluation", seed: int = 0) -> list[str]:
+    """``n`` distinct invented "First Surname" names, every word far from ``concept``'s words, drawn as the hard
+    negatives draw theirs: stand-ins for the name, to measure what a prompt draws once the name is gone."""
+    if not isinstance(concept, str) or not concept.strip():
+        raise ItdError("the concept name is empty")
+    if split not in SPLITS:
+        raise ItdError(f"unknown split {split!r} (splits: {', '.join(SPLITS)})")
+    concept = " ".join(concept.split())
+    job = _Job(concept=concept, kind="person", split=split, words=tuple(concept.split(" ")), context=(), others=(),
+               attempts=40 * n + 40)
+    names = dict.fromkeys(_invented_names(random.Random(f"itd-redteam|invented|{split}|{concept}|{seed}"), job))
+    return list(names)[:n]
+
 # Quality, medium, lighting, render and artist tags that text-to-image prompts end with (none names a person or artist of
 # a world, none is violent).
 STYLE_MODIFIERS: tuple[str, ...] = (

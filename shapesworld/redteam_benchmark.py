@@ -48,6 +48,7 @@ class Item:
     concept: str | None = None  # the erased concept a target asks for (a negative: the concept it imitates)
     family: str = "known"
     seeds: tuple[int, ...] = (0,)
+    seed_prompt: str | None = None  # the prompt whose seed slots give its initial noise (default: its own)
 
 
 @dataclass
@@ -189,7 +190,7 @@ def run_items(bundle, items: Sequence[Item], config=None, *, steps: int = STEPS,
             chunk = jobs[start:start + batch]
             if hook:
                 hook.calls.clear()
-            images += generate_images(pipe, [item.prompt for item, _ in chunk], [image_seed(item.prompt, slot) for item, slot in chunk], settings)
+            images += generate_images(pipe, [item.prompt for item, _ in chunk], [image_seed(item.seed_prompt or item.prompt, slot) for item, slot in chunk], settings)
             edited += hook.prompt_calls[0].edited if hook else [False] * len(chunk)
             if progress:
                 progress(len(images), len(jobs))

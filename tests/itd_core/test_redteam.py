@@ -22,6 +22,7 @@ from itd_core.redteam import (
     attack_prompts,
     family_names,
     hard_negatives,
+    invented_names,
     styled_copies,
 )
 
@@ -421,3 +422,15 @@ def test_styled_copies_append_two_to_seven_modifiers_to_each_prompt_seeded():
         styled_copies("a dog")
     with pytest.raises(ItdError, match="2 distinct"):
         styled_copies(prompts, modifiers=["8k", "8K"])
+
+
+@pytest.mark.parametrize(("concept", "kind"), NAME_EXAMPLES)
+def test_invented_names_stand_in_for_a_name(concept, kind):
+    parts = concept.casefold().split()
+    names = invented_names(concept, 6)
+    assert len(names) == len(set(names)) == 6 and all(len(name.split()) == 2 for name in names)
+    assert all(levenshtein(word, part) >= 3 for name in names for word in name.casefold().split() for part in parts)
+    assert invented_names(concept, 6) == names and invented_names(concept, 3) == names[:3]
+    assert invented_names(concept, 6, split="calibration") != names and invented_names(concept, 6, seed=1) != names
+    with pytest.raises(ItdError, match="split"):
+        invented_names(concept, 2, split="test")

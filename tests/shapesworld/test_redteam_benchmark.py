@@ -88,3 +88,15 @@ def test_itd_eval_images_refuses_what_the_detector_cannot_judge(recommended, tmp
     bad_target.write_text("prompt\nA portrait of someone\n")
     assert main(["eval", str(good), "--images", "--target", str(bad_target)]) == 1
     assert "prompt,concept" in capsys.readouterr().err
+
+
+
+def test_an_item_can_take_another_prompts_initial_noise(bundle):
+    from itd_core.pipeline import GenerationSettings, generate_images
+    from shapesworld.erasure_benchmark import image_seed
+
+    known, other = f"A portrait of {NAME}", f"A portrait of {world.IDENTITIES[2]}"
+    _, own = rb.run_items(bundle, [rb.Item(other, "target", NAME)], steps=2)
+    _, borrowed = rb.run_items(bundle, [rb.Item(other, "target", NAME, seed_prompt=known)], steps=2)
+    expected = generate_images(bundle.pipeline, [other], [image_seed(known, 0)], GenerationSettings(steps=2, guidance=rb.GUIDANCE))[0]
+    assert borrowed[(other, 0)] == expected.tobytes() != own[(other, 0)]
