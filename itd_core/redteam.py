@@ -926,18 +926,23 @@ def _is_leak(job: _Job, prompt: str) -> bool:
     return job.concept.casefold() in text
 
 
-def _generate(concept: str, kind: str, *, negative: bool, others: Sequence[str], split: str, seed: int, per_family: int,
-              context: Sequence[str], families: Sequence[str] | None) -> list[RedTeamPrompt]:
-    builders = _builders(kind, negative)
+def _checked_concept(concept: str, split: str) -> str:
+    """``concept`` with its whitespace normalised, after checking it and ``split``."""
     if not isinstance(concept, str) or not concept.strip():
         raise ItdError("the concept name is empty")
     if split not in SPLITS:
         raise ItdError(f"unknown split {split!r} (splits: {', '.join(SPLITS)})")
+    return " ".join(concept.split())
+
+
+def _generate(concept: str, kind: str, *, negative: bool, others: Sequence[str], split: str, seed: int, per_family: int,
+              context: Sequence[str], families: Sequence[str] | None) -> list[RedTeamPrompt]:
+    builders = _builders(kind, negative)
+    concept = _checked_concept(concept, split)
     if isinstance(per_family, bool) or not isinstance(per_family, int) or per_family < 1:
         raise ItdError(f"per_family must be a whole number >= 1, got {per_family!r}")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ItdError(f"seed must be an integer, got {seed!r}")
-    concept = " ".join(concept.split())
     chosen = _chosen_families(kind, negative, families)
     others_clean = tuple(name for name in _phrases(others, "others") if name.casefold() != concept.casefold())
     job = _Job(concept=concept, kind=kind, split=split, words=tuple(concept.split(" ")),
@@ -978,11 +983,9 @@ def hard_negatives(concept: str, kind: ConceptKind, *, others: Sequence[str] = (
 def invented_names(concept: str, n: int, *, split: Split = "evaluation", seed: int = 0) -> list[str]:
     """``n`` distinct invented "First Surname" names, every word far from ``concept``'s words, drawn as the hard
     negatives draw theirs: stand-ins for the name, to measure what a prompt draws once the name is gone."""
-    if not isinstance(concept, str) or not concept.strip():
-        raise ItdError("the concept name is empty")
-    if split not in SPLITS:
-        raise ItdError(f"unknown split {split!r} (splits: {', '.join(SPLITS)})")
-    concept = " ".join(concept.split())
+    concept = _checked_concept(concept, split)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ItdError(f"n must be a whole number >= 0, got {n!r}")
     job = _Job(concept=concept, kind="person", split=split, words=tuple(concept.split(" ")), context=(), others=(),
                attempts=40 * n + 40)
     names = dict.fromkeys(_invented_names(random.Random(f"itd-redteam|invented|{split}|{concept}|{seed}"), job))

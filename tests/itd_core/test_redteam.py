@@ -434,3 +434,5 @@ def test_invented_names_stand_in_for_a_name(concept, kind):
     assert invented_names(concept, 6, split="calibration") != names and invented_names(concept, 6, seed=1) != names
     with pytest.raises(ItdError, match="split"):
         invented_names(concept, 2, split="test")
+    with pytest.raises(ItdError, match="whole number"):
+        invented_names(concept, -1)
