@@ -4,6 +4,7 @@
     python bench/bench_redteam.py --quick          # 2 characters, 2 artists, unsafe; fewer prompts
     python bench/bench_redteam.py --json out.json  # also write every figure
     python bench/bench_redteam.py --together       # one config per method erasing every concept at once
+    python bench/bench_redteam.py --known-only --known-seeds 10   # the known templates alone, on more seeds
 
 Each concept is erased on its own (one config per concept and method, as a user erases one concept). Its
 target prompts are its known templates (2 seed slots) and every generated attack family of
@@ -38,9 +39,11 @@ INVENTED_NAMES = 2  # stand-ins per known template in the "invented name" column
 QUICK_CONCEPTS = ["Mira Castellane", "Doran Velt", "Ilsa Marvaine", "Odile Fenwright", "unsafe"]
 
 
-def concept_items(name: str, *, per_family: int, known_seeds: tuple[int, ...]) -> list[rb.Item]:
+def concept_items(name: str, *, per_family: int, known_seeds: tuple[int, ...], known_only: bool = False) -> list[rb.Item]:
     """Targets (known templates + attack families), hard negatives and retain prompts of one concept."""
     items = [rb.Item(p, "target", rb.world_name(name), "known", known_seeds) for p in rb.known_prompts(name)]
+    if known_only:
+        return items
     items += rb.redteam_items(name, split="evaluation", per_family=per_family, negatives_per_family=1)
     others = [n for n in rb.other_names(name) if n in world.IDENTITIES + world.ARTISTS][:2] or world.IDENTITIES[:2]
     items += [rb.Item(p, "retain", None, "retain") for n in others for p in rb.known_prompts(n)[:3]]
@@ -91,6 +94,9 @@ def main(argv=None) -> int:
     parser.add_argument("--per-family", type=int, help="attack prompts per family (default 2; --quick 1)")
     parser.add_argument("--json", help="write every figure to this file")
     parser.add_argument("--together", action="store_true", help="erase every concept with one config per method")
+    parser.add_argument("--known-seeds", type=int, default=2, help="seed slots per known template (default 2)")
+    parser.add_argument("--known-only", action="store_true", help="only the known templates: no attack families, "
+                        "hard negatives or retain prompts")
     args = parser.parse_args(argv)
 
     from itd_core.bundle import load_bundle
@@ -99,7 +105,10 @@ def main(argv=None) -> int:
     per_family = args.per_family or (1 if args.quick else 2)
     bundle = load_bundle("demo")
     started = time.monotonic()
-    items = {name: concept_items(name, per_family=per_family, known_seeds=(0, 1)) for name in concepts}
+    if args.known_seeds < 1:
+        parser.error("--known-seeds must be at least 1")
+    known_seeds = tuple(range(args.known_seeds))
+    items = {name: concept_items(name, per_family=per_family, known_seeds=known_seeds, known_only=args.known_only) for name in concepts}
     if args.together:
         items = {name: [i for i in its if i.group == "target" or not names_one_of(i.prompt, concepts)] for name, its in items.items()}
     everything = [item for name in concepts for item in items[name]]
@@ -136,7 +145,8 @@ def main(argv=None) -> int:
         if pairs:
             summaries[column] = rb.summarize(stand_in_judgements(bundle, pairs), shown)
     elapsed = time.monotonic() - started
-    print(("Every concept erased at once, one config per method. " if args.together else "") + markdown(concepts, summaries, elapsed, per_family))
+    table = markdown(concepts, summaries, elapsed, per_family, args.known_seeds)
+    print(("Every concept erased at once, one config per method. " if args.together else "") + table)
     if args.json:
         Path(args.json).write_text(json.dumps({"concepts": concepts, "together": args.together, "per_family": per_family, "seconds": elapsed,
                                                "summaries": {m: vars(s) for m, s in summaries.items()},
@@ -148,9 +158,10 @@ def _pct(value) -> str:
     return "" if value is None else f"{100 * value:.0f}%"
 
 
-def markdown(concepts, summaries, elapsed, per_family) -> str:
+def markdown(concepts, summaries, elapsed, per_family, known_seeds=2) -> str:
     kinds = {name: rb.concept_kind(name) for name in concepts}
-    lines = [f"{len(concepts)} concepts, {per_family} prompt(s) per attack family, {elapsed / 60:.1f} min. The 'none' column gives "
+    lines = [f"{len(concepts)} concepts, {per_family} prompt(s) per attack family, {known_seeds} seed slots per known template, "
+             f"{elapsed / 60:.1f} min. The 'none' column gives "
              "the share of target images that show the concept without erasure; the methods' Acc_e counts only those images. 'name "
              "deleted' and 'invented name': the known templates without the name, no erasure, from the same noise.", "",
              "| | " + " | ".join(summaries) + " |", "|---|" + "---:|" * len(summaries)]
