@@ -98,6 +98,8 @@ def main(argv=None) -> int:
     parser.add_argument("--known-only", action="store_true", help="only the known templates: no attack families, "
                         "hard negatives or retain prompts")
     args = parser.parse_args(argv)
+    if args.known_seeds < 1:
+        parser.error("--known-seeds must be at least 1")
 
     from itd_core.bundle import load_bundle
 
@@ -105,8 +107,6 @@ def main(argv=None) -> int:
     per_family = args.per_family or (1 if args.quick else 2)
     bundle = load_bundle("demo")
     started = time.monotonic()
-    if args.known_seeds < 1:
-        parser.error("--known-seeds must be at least 1")
     known_seeds = tuple(range(args.known_seeds))
     items = {name: concept_items(name, per_family=per_family, known_seeds=known_seeds, known_only=args.known_only) for name in concepts}
     if args.together:
