@@ -991,6 +991,7 @@ def invented_names(concept: str, n: int, *, split: Split = "evaluation", seed: i
     names = dict.fromkeys(_invented_names(random.Random(f"itd-redteam|invented|{split}|{concept}|{seed}"), job))
     return list(names)[:n]
 
+
 # Quality, medium, lighting, render and artist tags that text-to-image prompts end with (none names a person or artist of
 # a world, none is violent).
 STYLE_MODIFIERS: tuple[str, ...] = (
